@@ -262,3 +262,41 @@ mod tests {
         assert!(!dir.path().join("images/images").join(keys.prefix().as_ref()).exists());
     }
 }
+
+/// The manifest of an image (`manifest.json`): what a restore needs to find and check every object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub image_id: Uuid,
+    pub postgres_version: String,
+    pub image_type: entity::ImageType,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub globals: ObjectEntry,
+    pub databases: Vec<DatabaseEntry>,
+}
+
+/// One object of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One database of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatabaseEntry {
+    pub name: String,
+    #[serde(flatten)]
+    pub object: ObjectEntry,
+}
+
+impl Manifest {
+    /// The current manifest format.
+    pub const FORMAT_VERSION: u32 = 1;
+
+    /// Total bytes of every object the manifest lists.
+    pub fn total_size(&self) -> u64 {
+        self.globals.size + self.databases.iter().map(|d| d.object.size).sum::<u64>()
+    }
+}

@@ -1,0 +1,167 @@
+//! Where instances live and backup/restore jobs run. The trait's operations are the seed's steps;
+//! `local` runs PostgreSQL clusters on this machine (the embedded default).
+
+pub mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use entity::ImageType;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::secrets::Password;
+use crate::storage::{ImageKeys, Manifest};
+
+/// Errors of a platform operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Process(#[from] crate::process::Error),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
+    #[error("{what} at {path}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to PostgreSQL at {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: sea_orm::sqlx::Error,
+    },
+    #[error("query on {endpoint} failed")]
+    Query {
+        endpoint: String,
+        #[source]
+        source: sea_orm::sqlx::Error,
+    },
+    #[error("object {key} is corrupt: sha256 {actual} does not match the manifest's {expected}")]
+    Checksum { key: String, expected: String, actual: String },
+    #[error("the image manifest is invalid: {0}")]
+    Manifest(String),
+    #[error("{0} did not happen within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error("OS user {0:?} for PostgreSQL processes not found")]
+    NoSuchUser(String),
+    #[error("the restore job failed: {0}")]
+    JobFailed(String),
+    #[error("no free port")]
+    NoPort(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Whether a retry can help: checksum and manifest errors never heal, connection problems may.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Process(crate::process::Error::Failed { .. }) => true,
+            Self::Process(_) => false,
+            Self::Storage(e) => e.is_retryable(),
+            Self::Io { .. } | Self::Connect { .. } | Self::Query { .. } | Self::Timeout(..) | Self::NoPort(_) => true,
+            Self::Checksum { .. } | Self::Manifest(_) | Self::NoSuchUser(_) => false,
+            Self::JobFailed(_) => false,
+        }
+    }
+
+    /// Turns this error into a step error of the right kind.
+    pub fn into_step(self) -> crate::tasks::StepError {
+        if self.is_retryable() {
+            crate::tasks::StepError::Retryable(Box::new(self))
+        } else {
+            crate::tasks::StepError::Fatal(Box::new(self))
+        }
+    }
+}
+
+/// Result with the platform [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a platform needs to know of an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub id: Uuid,
+    pub k8s_name: String,
+    pub port: u16,
+    pub postgres_version: String,
+    pub image_type: ImageType,
+    pub storage_size_gb: i32,
+}
+
+/// Where to reach a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Byte progress of a job: (done, total if known).
+pub type Progress = watch::Sender<(u64, Option<u64>)>;
+
+/// A backup to take.
+#[derive(Debug, Clone)]
+pub struct BackupSpec {
+    pub image_id: Uuid,
+    pub keys: ImageKeys,
+    pub source: Endpoint,
+    pub password: Password,
+    pub postgres_version: String,
+    pub image_type: ImageType,
+}
+
+/// A restore to run into an instance's volume.
+#[derive(Debug, Clone)]
+pub struct RestoreSpec {
+    pub image_id: Uuid,
+    pub keys: ImageKeys,
+    /// sha256 of the manifest as recorded on the image: the root of trust for every object.
+    pub manifest_sha256: String,
+    pub password: Password,
+}
+
+/// Where instances live and jobs run.
+#[async_trait]
+pub trait Platform: Send + Sync + 'static {
+    /// `local` or `kubernetes`.
+    fn name(&self) -> &'static str;
+    /// The port a new instance will listen on (stable once recorded).
+    fn assign_port(&self) -> Result<u16>;
+    /// Creates the instance's storage (a PVC; a data directory).
+    async fn create_volume(&self, inst: &InstanceSpec) -> Result<()>;
+    /// Stores the superuser password where the server process reads it.
+    async fn create_secret(&self, inst: &InstanceSpec, password: &Password) -> Result<()>;
+    /// Initialises configuration (and, locally, the cluster itself).
+    async fn create_config(&self, inst: &InstanceSpec, password: &Password) -> Result<()>;
+    /// Starts PostgreSQL for a fresh instance.
+    async fn deploy_postgres(&self, inst: &InstanceSpec) -> Result<()>;
+    /// Starts PostgreSQL on a restored volume.
+    async fn deploy_postgres_from_volume(&self, inst: &InstanceSpec) -> Result<()>;
+    /// Waits until PostgreSQL accepts connections with the password.
+    async fn wait_ready(&self, inst: &InstanceSpec, password: &Password, timeout: Duration) -> Result<()>;
+    /// Where clients connect.
+    fn endpoint(&self, inst: &InstanceSpec) -> Endpoint;
+    /// Connects and runs `SELECT 1`.
+    async fn test_connection(&self, endpoint: &Endpoint, password: &Password, timeout: Duration) -> Result<()>;
+    /// Dumps every database and the globals into the store; returns the manifest written.
+    async fn run_backup(&self, spec: &BackupSpec, progress: Progress) -> Result<(Manifest, String)>;
+    /// Starts the restore job for an instance.
+    async fn start_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress) -> Result<()>;
+    /// Waits for the restore job to finish; a failed job is an error.
+    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress, timeout: Duration) -> Result<()>;
+    /// Stops PostgreSQL (idempotent).
+    async fn stop_postgres(&self, inst: &InstanceSpec) -> Result<()>;
+    /// Removes everything the instance had (idempotent).
+    async fn delete_resources(&self, inst: &InstanceSpec) -> Result<()>;
+    /// After a server restart: makes sure a running instance is running again.
+    async fn ensure_running(&self, inst: &InstanceSpec) -> Result<()>;
+}
