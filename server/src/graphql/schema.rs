@@ -19,3 +19,40 @@ pub fn build(services: Services) -> AppSchema {
 pub fn sdl() -> String {
     Schema::build(Query, Mutation, Subscription).finish().sdl()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed `schema.graphql` is what the server serves; regenerate it with
+    /// `cargo run -p snapgres -- schema > schema.graphql`.
+    #[test]
+    fn committed_schema_matches() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema.graphql");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let served = super::sdl();
+        assert!(committed == served, "schema.graphql drifted from the served schema; regenerate it");
+    }
+
+    /// The names internal tools rely on (SPEC's contract) are present.
+    #[test]
+    fn contract_names() {
+        let sdl = super::sdl();
+        for needle in [
+            "createInstance(input: CreateInstanceInput!): CreateInstancePayload!",
+            "createImage(input: CreateImageInput!): CreateImagePayload!",
+            "deleteInstance(id: UUID!): Task!",
+            "deleteImage(id: UUID!): Task!",
+            "cancelTask(id: UUID!): Task!",
+            "taskProgress(taskId: UUID!): TaskEvent!",
+            "taskUpdates: TaskEvent!",
+            "instances(first: Int, after: String, state: InstanceState): InstanceConnection!",
+            "images(first: Int, after: String, state: ImageState): ImageConnection!",
+            "tasks(first: Int, after: String, state: TaskState): TaskConnection!",
+            "logs(last: Int = 100): [TaskLog!]!",
+            "enum ImageType {\n\tSTOCK\n\tPG_DURABLE\n}",
+            "type Connection {",
+            "warnings: [String!]!",
+        ] {
+            assert!(sdl.contains(needle), "missing from the schema: {needle}");
+        }
+    }
+}

@@ -290,9 +290,9 @@ impl Task {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
-    async fn logs(&self, ctx: &Context<'_>, #[graphql(default = 100)] last: i32) -> async_graphql::Result<Vec<TaskLog>> {
+    async fn logs(&self, ctx: &Context<'_>, #[graphql(default = 100)] last: Option<i32>) -> async_graphql::Result<Vec<TaskLog>> {
         let (svc, _) = parts(ctx)?;
-        let n = last.clamp(0, 1000) as u64;
+        let n = last.unwrap_or(100).clamp(0, 1000) as u64;
         Ok(svc.logs(self.0.id, n).await.map_err(gql_error)?.into_iter().map(TaskLog).collect())
     }
 }
