@@ -13,7 +13,7 @@ pub enum Error {
     InvalidInput { field: Option<String>, message: String },
     /// The thing asked for does not exist.
     #[error("{what} {id} not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound { what: &'static str, id: String, field: Option<String> },
     /// The request clashes with existing state (a taken name, a busy object).
     #[error("{message}")]
     Conflict { field: Option<String>, message: String },
@@ -46,6 +46,11 @@ impl Error {
         Self::Conflict { field: Some(field.to_owned()), message: message.into() }
     }
 
+    /// Something the caller named in `field` does not exist.
+    pub fn not_found(what: &'static str, id: impl ToString, field: Option<&str>) -> Self {
+        Self::NotFound { what, id: id.to_string(), field: field.map(str::to_owned) }
+    }
+
     /// An internal failure with its cause.
     pub fn internal(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal { context: context.into(), source: Some(Box::new(source)) }
@@ -66,7 +71,7 @@ impl Error {
     /// The input field at fault, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::InvalidInput { field, .. } | Self::Conflict { field, .. } => field.as_deref(),
+            Self::InvalidInput { field, .. } | Self::Conflict { field, .. } | Self::NotFound { field, .. } => field.as_deref(),
             _ => None,
         }
     }

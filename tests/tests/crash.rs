@@ -119,6 +119,15 @@ async fn sigkill_during_run_backup_finishes_exactly_once() {
     let src = sqlx::query("SELECT count(*) AS n, md5(string_agg(v, ',' ORDER BY id)) AS h FROM t").fetch_one(&mut c).await.unwrap();
     assert_eq!(row.get::<i64, _>("n"), 20000);
     assert_eq!(row.get::<String, _>("h"), src.get::<String, _>("h"));
+    drop((rc, c));
+
+    // A clean stop stops the instances; the next start brings the running ones back.
+    s.stop().await;
+    assert!(connect("127.0.0.1", port, "postgres", PASSWORD).await.is_err(), "instances stop with the server");
+    let mut s = Server::start(&data, &[]).await.unwrap();
+    let mut back = connect("127.0.0.1", port, "postgres", PASSWORD).await.unwrap();
+    let n: i64 = sqlx::query("SELECT count(*) AS n FROM t").fetch_one(&mut back).await.unwrap().get("n");
+    assert_eq!(n, 20000);
     s.stop().await;
 }
 

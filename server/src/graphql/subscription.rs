@@ -15,7 +15,7 @@ use crate::service::Services;
 pub struct Subscription;
 
 async fn snapshot(svc: &Services, id: Uuid) -> Result<Vec<TaskEvent>, Error> {
-    let task = svc.task(id).await?.ok_or(Error::NotFound { what: "task", id: id.to_string() })?;
+    let task = svc.task(id).await?.ok_or(Error::not_found("task", id, None))?;
     let steps = svc.steps(id).await?;
     if steps.is_empty() {
         return Ok(vec![TaskEvent { task, step: None, log: None }]);

@@ -33,7 +33,7 @@ impl Services {
             .one(&self.db)
             .await?
             .filter(|i| i.state != InstanceState::Deleted)
-            .ok_or_else(|| Error::NotFound { what: "instance", id: input.instance_id.to_string() })?;
+            .ok_or_else(|| Error::not_found("instance", input.instance_id, Some("instanceId")))?;
         if inst.state != InstanceState::Running {
             return Err(Error::invalid("instanceId", format!("instance {} is {}, not running", inst.name, istate_word(inst.state))));
         }
@@ -97,7 +97,7 @@ impl Services {
             .one(&txn)
             .await?
             .filter(|i| i.state != ImageState::Deleted)
-            .ok_or_else(|| Error::NotFound { what: "image", id: id.to_string() })?;
+            .ok_or_else(|| Error::not_found("image", id, None))?;
         if !matches!(img.state, ImageState::Ready | ImageState::Failed) {
             return Err(Error::Conflict { field: None, message: format!("image {} is {}", img.name, state_word(img.state)) });
         }

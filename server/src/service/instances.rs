@@ -64,7 +64,7 @@ impl Services {
                     .one(&self.db)
                     .await?
                     .filter(|i| i.state != ImageState::Deleted)
-                    .ok_or_else(|| Error::NotFound { what: "image", id: image_id.to_string() })?;
+                    .ok_or_else(|| Error::not_found("image", image_id, Some("sourceImageId")))?;
                 if img.state != ImageState::Ready {
                     return Err(Error::invalid("sourceImageId", format!("image {} is {}, not ready", img.name, state_word(img.state))));
                 }
@@ -160,7 +160,7 @@ impl Services {
             .one(&txn)
             .await?
             .filter(|i| i.state != InstanceState::Deleted)
-            .ok_or_else(|| Error::NotFound { what: "instance", id: id.to_string() })?;
+            .ok_or_else(|| Error::not_found("instance", id, None))?;
         if !matches!(inst.state, InstanceState::Running | InstanceState::Failed) {
             return Err(Error::Conflict { field: None, message: format!("instance {} is {}; wait for it or cancel its task", inst.name, istate_word(inst.state)) });
         }

@@ -53,7 +53,7 @@ impl Services {
         actor.require(entity::api_token::Role::Operator)?;
         match self.engine.cancel(id).await {
             Ok(t) => Ok(t),
-            Err(EngineError::NotFound(_)) => Err(Error::NotFound { what: "task", id: id.to_string() }),
+            Err(EngineError::NotFound(_)) => Err(Error::not_found("task", id, None)),
             Err(EngineError::NotCancellable { state, .. }) => Err(Error::Conflict { field: None, message: format!("task is already {}", format!("{state:?}").to_lowercase()) }),
             Err(EngineError::Db(e)) => Err(e.into()),
             Err(e) => Err(Error::internal("cancelling the task", e)),

@@ -1,0 +1,52 @@
+# Shared set-up for scripts/run and scripts/test: installs what Snapgres needs, skipping what is
+# already there at the right version. Tools go to a cache outside the checkout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${SNAPGRES_TOOLS_DIR:-$HOME/.cache/snapgres-tools}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/snapgres-target}"
+PG_BIN_DIR="${SNAPGRES_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+mkdir -p "$TOOLS" "$CARGO_TARGET_DIR"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=0
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$APT_UPDATED" = 0 ]; then
+      log "apt-get update"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      APT_UPDATED=1
+    fi
+    log "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_postgres() {
+  if [ ! -x "$PG_BIN_DIR/initdb" ] || [ ! -x "$PG_BIN_DIR/pg_restore" ]; then
+    ensure_apt postgresql-15 postgresql-client-15
+  fi
+  # The Debian package starts a default cluster; Snapgres does not use it, and its port would
+  # only be in the way. Leave it alone if the operator uses it.
+  command -v runuser >/dev/null || ensure_apt util-linux
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    log "creating the postgres OS user"
+    useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (rustup) first" >&2
+    exit 1
+  fi
+}
