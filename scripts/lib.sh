@@ -44,6 +44,20 @@ ensure_postgres() {
   fi
 }
 
+AZURITE_VERSION=3.37.0
+ensure_azurite() {
+  local dir="$TOOLS/azurite"
+  local have
+  have="$(node -p "require('$dir/node_modules/azurite/package.json').version" 2>/dev/null || true)"
+  if [ "$have" != "$AZURITE_VERSION" ] || [ ! -x "$dir/node_modules/.bin/azurite-blob" ]; then
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    log "installing Azurite $AZURITE_VERSION"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "azurite@$AZURITE_VERSION" >/dev/null
+  fi
+  export SNAPGRES_AZURITE_BIN="$dir/node_modules/.bin/azurite-blob"
+}
+
 ensure_rust() {
   if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (rustup) first" >&2

@@ -47,7 +47,8 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         Some(k) => Cipher::from_base64(k.expose())?,
         None => Cipher::load_or_create_key_file(&data_dir.join("secret.key"))?,
     };
-    let storage = Storage::from_url(cfg.storage_url.as_deref(), data_dir)?;
+    let storage = Storage::from_url(cfg.storage_url.as_deref(), data_dir, &cfg.azure)?;
+    storage.ensure_container().await?;
     let local = LocalPlatform::new(
         LocalConfig {
             data_dir: data_dir.clone(),

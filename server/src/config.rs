@@ -7,7 +7,7 @@
 //! | `--listen` | `SNAPGRES_LISTEN` | `127.0.0.1:8080` |
 //! | `--data-dir` | `SNAPGRES_DATA_DIR` | `./snapgres-data` |
 //! | `--database-url` | `DATABASE_URL` | SQLite file `snapgres.db` in the data dir |
-//! | `--storage-url` | `SNAPGRES_STORAGE_URL` | directory `images/` in the data dir (`file:///path` also accepted) |
+//! | `--storage-url` | `SNAPGRES_STORAGE_URL` | directory `images/` in the data dir (`file:///path`, `az://container`, `s3://bucket`) |
 //! | `--admin-token` | `SNAPGRES_ADMIN_TOKEN` | generated at first start and printed once |
 //! | `--secret-key` | `SNAPGRES_SECRET_KEY` | 32 random bytes in `secret.key` (0600) in the data dir |
 //! | `--pg-bin-dir` | `SNAPGRES_PG_BIN_DIR` | `/usr/lib/postgresql/15/bin` |
@@ -19,6 +19,12 @@
 //! | `--console-dir` | `SNAPGRES_CONSOLE_DIR` | `web/dist` if it exists, else a built-in page |
 //! | `--log-format` | `SNAPGRES_LOG_FORMAT` | `text` (or `json`) |
 //! | (log filter) | `RUST_LOG` | `info` |
+//!
+//! Cloud stores take their credentials from object_store's standard variables
+//! (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_USE_EMULATOR`,
+//! `AZURITE_BLOB_STORAGE_URL`, `AZURE_CLIENT_ID` + `AZURE_FEDERATED_TOKEN_FILE` for workload
+//! identity; `AWS_*` for S3). The Azure ones below are also read here, to create the container
+//! on first use when an account key is available.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -88,6 +94,23 @@ impl DbConfig {
     }
 }
 
+/// Azure settings used to create the image container on first use.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AzureConfig {
+    /// Azure storage account (object_store reads the same variable).
+    #[arg(long, env = "AZURE_STORAGE_ACCOUNT_NAME")]
+    pub azure_account: Option<String>,
+    /// Azure storage account key; without one (workload identity) the container must exist.
+    #[arg(long, env = "AZURE_STORAGE_ACCOUNT_KEY", hide_env_values = true)]
+    pub azure_key: Option<SecretString>,
+    /// Use the Azurite emulator.
+    #[arg(long, env = "AZURE_STORAGE_USE_EMULATOR", action = clap::ArgAction::Set, default_value_t = false)]
+    pub azure_use_emulator: bool,
+    /// Azurite's blob endpoint (default `http://127.0.0.1:10000`).
+    #[arg(long, env = "AZURITE_BLOB_STORAGE_URL")]
+    pub azurite_url: Option<String>,
+}
+
 /// `snapgres serve` settings.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeConfig {
@@ -99,6 +122,8 @@ pub struct ServeConfig {
     /// Where images are stored: a directory path or `file:///dir`; default `images/` in the data dir.
     #[arg(long, env = "SNAPGRES_STORAGE_URL")]
     pub storage_url: Option<String>,
+    #[command(flatten)]
+    pub azure: AzureConfig,
     /// Bootstrap admin token; without it the first start generates one and prints it once.
     #[arg(long, env = "SNAPGRES_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,

@@ -7,7 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, RetryConfig};
+use std::time::Duration;
+
+use crate::config::AzureConfig;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -17,8 +23,16 @@ use uuid::Uuid;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unsupported storage URL {0:?} (use a directory path or file:///dir)")]
+    #[error("unsupported storage URL {0:?} (use a directory, file:///dir, az://container or s3://bucket)")]
     BadUrl(String),
+    #[error("configuring the {store} store")]
+    Configure {
+        store: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("creating the Azure container {container}: {message}")]
+    CreateContainer { container: String, message: String },
     #[error("creating the storage directory {path}")]
     CreateDir {
         path: String,
@@ -52,7 +66,8 @@ impl Error {
             Self::Store { source, .. } => !matches!(source, object_store::Error::NotFound { .. } | object_store::Error::NotImplemented { .. }),
             Self::Source { .. } => false,
             Self::LocalFile { .. } => true,
-            Self::BadUrl(_) | Self::CreateDir { .. } => false,
+            Self::BadUrl(_) | Self::CreateDir { .. } | Self::Configure { .. } => false,
+            Self::CreateContainer { .. } => true,
         }
     }
 }
@@ -100,14 +115,58 @@ pub struct Storage {
     kind: &'static str,
     container: String,
     local_root: Option<PathBuf>,
+    azure: Option<AzureConfig>,
+}
+
+/// Azurite's well-known development account (public, documented by Microsoft).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Bounded retries inside object_store: the step's own retry policy handles longer outages.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), base: 2.0 },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+    }
 }
 
 impl Storage {
     /// Opens the store a URL names; `None` means the `images/` directory under the data dir.
-    pub fn from_url(url: Option<&str>, data_dir: &Path) -> Result<Self, Error> {
+    pub fn from_url(url: Option<&str>, data_dir: &Path, azure: &AzureConfig) -> Result<Self, Error> {
         let dir = match url {
             None => data_dir.join("images"),
             Some(u) if u.starts_with("file://") => PathBuf::from(&u["file://".len()..]),
+            Some(u) if u.starts_with("az://") || u.starts_with("azure://") => {
+                let container = u.split_once("://").map(|(_, c)| c.trim_end_matches('/')).unwrap_or_default();
+                if container.is_empty() || container.contains('/') {
+                    return Err(Error::BadUrl(u.to_owned()));
+                }
+                let store = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(|source| Error::Configure { store: "azure", source })?;
+                return Ok(Self {
+                    store: Arc::new(store),
+                    kind: "az",
+                    container: container.to_owned(),
+                    local_root: None,
+                    azure: Some(azure.clone()),
+                });
+            }
+            Some(u) if u.starts_with("s3://") => {
+                let bucket = u["s3://".len()..].trim_end_matches('/');
+                if bucket.is_empty() || bucket.contains('/') {
+                    return Err(Error::BadUrl(u.to_owned()));
+                }
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(|source| Error::Configure { store: "s3", source })?;
+                return Ok(Self { store: Arc::new(store), kind: "s3", container: bucket.to_owned(), local_root: None, azure: None });
+            }
             Some(u) if u.contains("://") => return Err(Error::BadUrl(u.to_owned())),
             Some(u) => PathBuf::from(u),
         };
@@ -116,7 +175,26 @@ impl Storage {
         let fs = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|source| Error::Store { key: dir.display().to_string(), source })?
             .with_automatic_cleanup(true);
-        Ok(Self { store: Arc::new(fs), kind: "file", container: dir.display().to_string(), local_root: Some(dir) })
+        Ok(Self { store: Arc::new(fs), kind: "file", container: dir.display().to_string(), local_root: Some(dir), azure: None })
+    }
+
+    /// Creates the Azure container if it does not exist (a no-op for other stores, and for Azure
+    /// without an account key, where the container must be made by the operator).
+    pub async fn ensure_container(&self) -> Result<(), Error> {
+        let Some(az) = &self.azure else { return Ok(()) };
+        let (base, account, key) = if az.azure_use_emulator {
+            let account = az.azure_account.clone().unwrap_or_else(|| AZURITE_ACCOUNT.to_owned());
+            let url = az.azurite_url.clone().unwrap_or_else(|| "http://127.0.0.1:10000".to_owned());
+            let key = az.azure_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_else(|| AZURITE_KEY.to_owned());
+            (format!("{}/{account}", url.trim_end_matches('/')), account, key)
+        } else {
+            let (Some(account), Some(key)) = (az.azure_account.clone(), az.azure_key.as_ref()) else {
+                tracing::info!(container = %self.container, "no account key: assuming the Azure container exists");
+                return Ok(());
+            };
+            (format!("https://{account}.blob.core.windows.net"), account, key.expose().to_owned())
+        };
+        azure::create_container(&base, &account, &key, &self.container, az.azure_use_emulator).await
     }
 
     /// The store kind recorded on images (`file`, `az`, `s3`).
@@ -151,13 +229,16 @@ impl Storage {
                 w.write_all(&buf[..n]).await.map_err(|e| store_io(key, e))?;
                 on_bytes(size);
             }
-            w.shutdown().await.map_err(|e| store_io(key, e))
+            Ok(())
         }
         .await;
         if let Err(e) = res {
             let _ = w.abort().await;
             return Err(e);
         }
+        // A failed shutdown has already given up the upload; BufWriter must not be aborted
+        // after it (it panics), and the caller deletes the image prefix anyway.
+        w.shutdown().await.map_err(|e| store_io(key, e))?;
         Ok(Transferred { size, sha256: hex::encode(hasher.finalize()) })
     }
 
@@ -245,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn stream_round_trip_hashes_and_cleans() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Storage::from_url(None, dir.path()).unwrap();
+        let s = Storage::from_url(None, dir.path(), &AzureConfig::default()).unwrap();
         let keys = ImageKeys::new(Uuid::new_v4());
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut seen = 0;
@@ -260,6 +341,45 @@ mod tests {
         assert_eq!(s.delete_prefix(&keys.prefix()).await.unwrap(), 1);
         assert!(s.list(&keys.prefix()).await.unwrap().is_empty());
         assert!(!dir.path().join("images/images").join(keys.prefix().as_ref()).exists());
+    }
+}
+
+mod azure {
+    //! The one Azure call object_store lacks: Create Container, signed with Shared Key.
+
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    use super::Error;
+
+    const VERSION: &str = "2021-08-06";
+
+    /// PUT `{base}/{container}?restype=container`; an existing container is fine.
+    pub async fn create_container(base: &str, account: &str, key: &str, container: &str, emulator: bool) -> Result<(), Error> {
+        let err = |message: String| Error::CreateContainer { container: container.to_owned(), message };
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        // Path-style (emulator) URLs carry the account in the path, so it appears twice here.
+        let resource = if emulator { format!("/{account}/{account}/{container}\nrestype:container") } else { format!("/{account}/{container}\nrestype:container") };
+        let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n{resource}");
+        let key = B64.decode(key).map_err(|_| err("the account key is not base64".into()))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| err("bad account key".into()))?;
+        mac.update(to_sign.as_bytes());
+        let sig = B64.encode(mac.finalize().into_bytes());
+        let resp = reqwest::Client::new()
+            .put(format!("{base}/{container}?restype=container"))
+            .header("x-ms-date", &date)
+            .header("x-ms-version", VERSION)
+            .header("Authorization", format!("SharedKey {account}:{sig}"))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .map_err(|e| err(crate::tasks::error_chain(&e)))?;
+        match resp.status().as_u16() {
+            201 | 409 => Ok(()),
+            s => Err(err(format!("HTTP {s}: {}", resp.text().await.unwrap_or_default()))),
+        }
     }
 }
 

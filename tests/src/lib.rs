@@ -340,3 +340,118 @@ pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     }
     None
 }
+
+/// Azurite (Azure Blob emulator) run by a test: `azurite-blob` from `SNAPGRES_AZURITE_BIN`, the
+/// tools cache (`scripts/test` installs it there) or PATH.
+pub struct Azurite {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The container Snapgres uses in tests.
+pub const AZ_CONTAINER: &str = "snapgres-images";
+
+fn azurite_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SNAPGRES_AZURITE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let tools = std::env::var("SNAPGRES_TOOLS_DIR").unwrap_or_else(|_| format!("{home}/.cache/snapgres-tools"));
+    let cached = PathBuf::from(tools).join("azurite/node_modules/.bin/azurite-blob");
+    if cached.exists() {
+        return Ok(cached);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("azurite-blob");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("azurite-blob not found: run scripts/test (it installs Azurite) or set SNAPGRES_AZURITE_BIN")
+}
+
+impl Azurite {
+    /// Starts Azurite on a free port with a fresh storage directory.
+    pub async fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut a = Self { child: None, port, dir: tempfile::tempdir()? };
+        a.resume().await?;
+        Ok(a)
+    }
+
+    /// (Re)starts the process on the same port and storage directory.
+    pub async fn resume(&mut self) -> Result<()> {
+        let child = Command::new(azurite_bin()?)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string(), "--location"])
+            .arg(self.dir.path())
+            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting azurite-blob")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("Azurite did not listen within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the process (an outage); storage is kept for [`Azurite::resume`]. SIGTERM, so
+    /// Azurite saves its metadata (a SIGKILLed Azurite forgets its containers).
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+
+    /// Environment for a Snapgres server storing images here.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SNAPGRES_STORAGE_URL".into(), format!("az://{AZ_CONTAINER}")),
+            ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL".into(), format!("http://127.0.0.1:{}", self.port)),
+        ]
+    }
+
+    /// A client for the test's own checks (explicit settings, no environment).
+    pub fn store(&self) -> Result<object_store::azure::MicrosoftAzure> {
+        Ok(object_store::azure::MicrosoftAzureBuilder::new()
+            .with_account("devstoreaccount1")
+            .with_access_key("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+            .with_endpoint(format!("http://127.0.0.1:{}/devstoreaccount1", self.port))
+            .with_allow_http(true)
+            .with_container_name(AZ_CONTAINER)
+            .build()?)
+    }
+
+    /// Every object key under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        use object_store::ObjectStore;
+        let store = self.store()?;
+        let p = object_store::path::Path::from(prefix);
+        let mut s = store.list(Some(&p));
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            out.push(m?.location.to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Runs `snapgres serve` with owned environment pairs.
+pub async fn start_with(data_dir: &Path, env: &[(String, String)]) -> Result<Server> {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(data_dir, &pairs).await
+}

@@ -321,14 +321,26 @@ impl LocalPlatform {
             .env("PGPASSWORD", pw)
             .run()
             .await?;
+        // Every database is restored with --create, so its own properties (owner, encoding,
+        // locale, comment, privileges, settings) come back too; the empty `postgres` database
+        // initdb made is dropped first when the image has one.
+        if manifest.databases.iter().any(|d| d.name == "postgres") {
+            self.client("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "template1", "-c", "DROP DATABASE postgres"])
+                .env("PGPASSWORD", pw)
+                .run()
+                .await?;
+        }
         let jobs = self.inner.restore_jobs.to_string();
-        for (i, db) in manifest.databases.iter().enumerate() {
+        for (i, _db) in manifest.databases.iter().enumerate() {
             let file = staging.join(format!("{:04}", i + 1));
-            let mut cmd = self.client("pg_restore").args(["--exit-on-error", "-j", &jobs, "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "postgres"]);
-            if db.name != "postgres" {
-                cmd = cmd.arg("--create");
-            }
-            cmd.arg(&file).env("PGPASSWORD", pw).timeout(Duration::from_secs(6 * 3600)).run().await?;
+            self.client("pg_restore")
+                .args(["--create", "--exit-on-error", "-j", &jobs, "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "template1"])
+                .arg(&file)
+                .env("PGPASSWORD", pw)
+                .timeout(Duration::from_secs(6 * 3600))
+                .run()
+                .await?;
         }
         Ok(())
     }
@@ -465,7 +477,7 @@ impl Platform for LocalPlatform {
         for (i, (name, _)) in dbs.iter().enumerate() {
             let mut child = self
                 .client("pg_dump")
-                .args(["-Fc", "-Z", &level, "--no-password", "-h", &ep.host, "-p", &port, "-U", &ep.user])
+                .args(["-Fc", "--create", "-Z", &level, "--no-password", "-h", &ep.host, "-p", &port, "-U", &ep.user])
                 .env("PGPASSWORD", pw)
                 .env("PGDATABASE", name)
                 .timeout(Duration::from_secs(6 * 3600))

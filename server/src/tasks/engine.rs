@@ -10,6 +10,7 @@ use entity::task::{self, TaskState};
 use entity::task_step::{self, StepState};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use futures::FutureExt;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -291,7 +292,7 @@ impl Engine {
         let cancel = CancellationToken::new();
         let lost = CancellationToken::new();
         self.inner.running.lock().await.insert(t.id, cancel.clone());
-        let hb = tokio::spawn(heartbeat(Arc::clone(&fence), self.inner.cfg.lease, cancel.clone(), lost.clone()));
+        let hb = AbortOnDrop(tokio::spawn(heartbeat(Arc::clone(&fence), self.inner.cfg.lease, cancel.clone(), lost.clone())));
         let ctx = StepCtx {
             task_id: t.id,
             target_id: t.target_id,
@@ -303,7 +304,7 @@ impl Engine {
         };
         let span = tracing::info_span!("task", id = %t.id, kind = %t.kind, attempt = t.attempt);
         let _ = tracing::Instrument::instrument(self.drive(&t, &ctx, &fence, &cancel, &lost), span).await;
-        hb.abort();
+        drop(hb);
         self.inner.running.lock().await.remove(&t.id);
     }
 
@@ -346,9 +347,13 @@ impl Engine {
                 if started.attempt > 1 && tries == 1 {
                     fence.log("info", &format!("{}: attempt {} (resuming)", def.name, started.attempt)).await?;
                 }
+                // A panic in step code fails the step (it is a bug, not a transient fault)
+                // instead of taking the worker down with the task still leased.
+                let guarded = std::panic::AssertUnwindSafe(wf.run_step(def.name, ctx)).catch_unwind();
                 let result = tokio::select! {
-                    r = tokio::time::timeout(def.policy.timeout, wf.run_step(def.name, ctx)) => match r {
-                        Ok(r) => r,
+                    r = tokio::time::timeout(def.policy.timeout, guarded) => match r {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(panic)) => Err(StepError::fatal(format!("{} panicked: {}", def.name, panic_message(&panic)))),
                         Err(_) => Err(StepError::retryable(format!("{} timed out after {:?}", def.name, def.policy.timeout))),
                     },
                     _ = cancel.cancelled() => Err(StepError::Cancelled),
@@ -429,6 +434,19 @@ impl Engine {
             Ok(Err(e)) => fence.log("error", &format!("cleanup failed: {e}")).await,
             Err(_) => fence.log("error", "cleanup timed out").await,
         }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Aborts the heartbeat when the run ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -107,7 +107,20 @@ impl Workflow for CreateImage {
     async fn cleanup(&self, ctx: &StepCtx, outcome: &Outcome) -> Result<(), StepError> {
         let d = &self.deps;
         let Some(id) = ctx.target_id else { return Ok(()) };
-        let n = d.storage.delete_prefix(&ImageKeys::new(id).prefix()).await.map_err(|e| StepError::Retryable(Box::new(e)))?;
+        // The store may be what failed: keep trying (within the engine's cleanup limit) so no
+        // partial object outlives the failed image.
+        let prefix = ImageKeys::new(id).prefix();
+        let mut wait = std::time::Duration::from_millis(500);
+        let n = loop {
+            match d.storage.delete_prefix(&prefix).await {
+                Ok(n) => break n,
+                Err(e) => {
+                    ctx.log("warn", format!("deleting partial objects failed: {}; retrying in {:.1}s", crate::tasks::error_chain(&e), wait.as_secs_f64())).await?;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        };
         let image = d.image(id).await?;
         let error = match outcome {
             Outcome::Failed(m) => m.clone(),

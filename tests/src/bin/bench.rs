@@ -130,6 +130,11 @@ async fn main() -> Result<()> {
     println!("ratio createImage / raw pg_dump -Fc:      {:.2}", secs(image_time) / secs(raw_dump));
     println!("ratio createImage / raw pg_dump -Fc -Z1:  {:.2}", secs(image_time) / secs(raw_dump_z1));
     println!("ratio restore / raw initdb+pg_restore -j2: {:.2}", secs(restore_time) / secs(raw_restore));
+    if let Some(pid) = s.pid() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim_start_matches("VmHWM:").trim().to_owned();
+        println!("peak server RSS over the whole run (VmHWM): {peak} (database {})", mb(size as f64));
+    }
     drop(s);
     Ok(())
 }
