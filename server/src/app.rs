@@ -31,6 +31,8 @@ pub enum Error {
     Platform(#[from] crate::platform::Error),
     #[error("creating the admin token")]
     Bootstrap(#[from] crate::error::Error),
+    #[error("listening for task events from other replicas")]
+    Events(#[source] sea_orm::sqlx::Error),
     #[error("listening on {0}")]
     Listen(String, #[source] std::io::Error),
     #[error("serving HTTP")]
@@ -60,7 +62,7 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         storage.clone(),
     )?;
     let platform: Arc<dyn Platform> = Arc::new(local);
-    let bus = EventBus::new();
+    let bus = EventBus::connect(&db).await.map_err(Error::Events)?;
     let engine = Engine::new(db.clone(), bus, EngineConfig { lease: cfg.lease(), ..EngineConfig::default() });
     let deps = Deps { db: db.clone(), platform: Arc::clone(&platform), storage: storage.clone(), cipher: cipher.clone(), limits: Limits::default() };
     workflows::register_all(&engine, &deps);
@@ -73,6 +75,7 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         store_kind: storage.kind(),
         store_container: storage.container().to_owned(),
         postgres_versions: vec!["15".to_owned()],
+        max_active_tasks_per_token: cfg.max_active_tasks_per_token,
     };
     let generated = services.bootstrap_admin(cfg.admin_token.as_ref()).await?;
 

@@ -12,7 +12,8 @@
 //! | `--secret-key` | `SNAPGRES_SECRET_KEY` | 32 random bytes in `secret.key` (0600) in the data dir |
 //! | `--pg-bin-dir` | `SNAPGRES_PG_BIN_DIR` | `/usr/lib/postgresql/15/bin` |
 //! | `--run-as` | `SNAPGRES_RUN_AS` | `postgres` (OS user for PostgreSQL processes when running as root) |
-//! | `--workers` | `SNAPGRES_WORKERS` | `4` |
+//! | `--workers` | `SNAPGRES_WORKERS` | `4` (`0`: an API-only replica) |
+//! | `--max-active-tasks-per-token` | `SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN` | `20` |
 //! | `--lease-secs` | `SNAPGRES_LEASE_SECS` | `30` |
 //! | `--restore-jobs` | `SNAPGRES_RESTORE_JOBS` | number of cores |
 //! | `--dump-compression` | `SNAPGRES_DUMP_COMPRESSION` | `1` (gzip level for pg_dump) |
@@ -136,7 +137,7 @@ pub struct ServeConfig {
     /// OS user that runs PostgreSQL processes when the server runs as root (initdb refuses root).
     #[arg(long, env = "SNAPGRES_RUN_AS", default_value = "postgres")]
     pub run_as: String,
-    /// Number of tasks this server runs at once.
+    /// Number of tasks this server runs at once (0: serve the API only).
     #[arg(long, env = "SNAPGRES_WORKERS", default_value_t = 4)]
     pub workers: usize,
     /// Task lease length in seconds; a task whose worker stops renewing it is taken over after this.
@@ -151,6 +152,9 @@ pub struct ServeConfig {
     /// Directory with the built web console (Trunk's `dist`).
     #[arg(long, env = "SNAPGRES_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
+    /// Most unfinished tasks one API token may have at once.
+    #[arg(long, env = "SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN", default_value_t = 20)]
+    pub max_active_tasks_per_token: u64,
     /// Log format.
     #[arg(long, env = "SNAPGRES_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::rest::routes())
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state);
     r = match console {
@@ -61,9 +62,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequest) -> Response {
     let actor = match s.services.authenticate(bearer(&headers)).await {
         Ok(a) => a,
-        Err(e) => return error_response(e),
+        Err(e) => {
+            crate::metrics::METRICS.api_request("graphql", e.code());
+            return error_response(e);
+        }
     };
-    GraphQLResponse::from(s.schema.execute(req.into_inner().data(actor)).await).into_response()
+    let req = req.into_inner();
+    let op = req.operation_name.clone().unwrap_or_else(|| "anonymous".to_owned());
+    let resp = s.schema.execute(req.data(actor)).await;
+    let outcome = resp
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref().and_then(|x| x.get("code")).map(|c| c.to_string().trim_matches('"').to_owned()))
+        .unwrap_or_else(|| if resp.errors.is_empty() { "ok".to_owned() } else { "error".to_owned() });
+    crate::metrics::METRICS.api_request(&format!("graphql:{op}"), &outcome);
+    GraphQLResponse::from(resp).into_response()
 }
 
 async fn graphiql() -> Html<String> {
@@ -124,6 +137,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         out.push_str(&format!("snapgres_tasks{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"));
     }
     out.push_str(&format!("# HELP snapgres_instances_total Instance rows.\n# TYPE snapgres_instances_total gauge\nsnapgres_instances_total {instances}\n"));
+    crate::metrics::METRICS.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -13,4 +13,6 @@ pub mod workflows;
 pub mod service;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
+pub mod rest;
 pub mod app;

@@ -18,6 +18,33 @@ enum Command {
     Migrate(DbConfig),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Manage API tokens.
+    Token {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (once).
+    Create {
+        /// A name saying whose token it is.
+        #[arg(long)]
+        name: String,
+        /// viewer (read, subscribe), operator (also create/restore/delete/cancel), admin (everything).
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+    /// List tokens (never the tokens themselves).
+    List,
+    /// Revoke a token by id, or every token with a name.
+    Revoke {
+        /// Token id or name.
+        id_or_name: String,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -60,6 +87,34 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Schema => print!("{}", snapgres::graphql::schema::sdl()),
+        Command::Token { db, action } => {
+            init_logging(LogFormat::Text);
+            std::fs::create_dir_all(&db.data_dir)?;
+            let conn = snapgres::db::connect(&db.database_url()).await?;
+            snapgres::db::migrate(&conn).await?;
+            let svc = snapgres::service::TokenAdmin::new(conn);
+            match action {
+                TokenAction::Create { name, role } => {
+                    let role = match role.as_str() {
+                        "viewer" => entity::api_token::Role::Viewer,
+                        "operator" => entity::api_token::Role::Operator,
+                        _ => entity::api_token::Role::Admin,
+                    };
+                    let (row, token) = svc.create(&name, role).await?;
+                    println!("id:    {}\nname:  {}\nrole:  {:?}\ntoken: {token}\n(shown once; stored hashed)", row.id, row.name, row.role);
+                }
+                TokenAction::List => {
+                    for t in svc.list().await? {
+                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!("{}  {:<24} {:<8} {}  {}", t.id, t.name, format!("{:?}", t.role).to_lowercase(), t.created_at.format("%Y-%m-%d %H:%M"), state);
+                    }
+                }
+                TokenAction::Revoke { id_or_name } => {
+                    let n = svc.revoke(&id_or_name).await?;
+                    println!("revoked {n} token(s)");
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -62,3 +62,55 @@ impl Services {
         Ok(Actor { token_id: row.id, name: row.name, role: row.role })
     }
 }
+
+/// Token administration (the `snapgres token` command).
+pub struct TokenAdmin {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl TokenAdmin {
+    /// Over a migrated database.
+    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Creates a token; returns its row and the token itself (shown once, stored hashed).
+    pub async fn create(&self, name: &str, role: Role) -> Result<(api_token::Model, String)> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::invalid("name", "must be 1 to 64 characters"));
+        }
+        let token = format!("sgp_{}", crate::secrets::random_token(32));
+        let row = api_token::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            name: Set(name.to_owned()),
+            role: Set(role),
+            token_hash: Set(hash_token(&token)),
+            created_at: Set(Utc::now()),
+            revoked_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok((row, token))
+    }
+
+    /// Every token (hashes never leave the database layer's caller).
+    pub async fn list(&self) -> Result<Vec<api_token::Model>> {
+        use sea_orm::QueryOrder;
+        Ok(api_token::Entity::find().order_by_asc(api_token::Column::CreatedAt).all(&self.db).await?)
+    }
+
+    /// Revokes the token with this id, or every live token with this name; returns how many.
+    pub async fn revoke(&self, id_or_name: &str) -> Result<u64> {
+        use sea_orm::sea_query::Expr;
+        let mut q = api_token::Entity::update_many().col_expr(api_token::Column::RevokedAt, Expr::value(Some(Utc::now()))).filter(api_token::Column::RevokedAt.is_null());
+        q = match Uuid::parse_str(id_or_name) {
+            Ok(id) => q.filter(api_token::Column::Id.eq(id)),
+            Err(_) => q.filter(api_token::Column::Name.eq(id_or_name)),
+        };
+        let n = q.exec(&self.db).await?.rows_affected;
+        if n == 0 {
+            return Err(Error::not_found("token", id_or_name, None));
+        }
+        Ok(n)
+    }
+}

@@ -40,12 +40,11 @@ impl Services {
         let pw = inst.password_enc.as_deref().ok_or_else(|| Error::Internal { context: format!("instance {} has no stored password", inst.name), source: None })?;
         let pw = self.cipher.decrypt(pw).map_err(|e| Error::internal("decrypting the instance password", e))?;
         let enc = self.cipher.encrypt(&pw).map_err(|e| Error::internal("encrypting the source password", e))?;
+        self.check_task_quota(actor).await?;
         let id = Uuid::new_v4();
         let task_id = Uuid::new_v4();
+        // Writes first (see create_instance): the unique index on live names decides races.
         let txn = self.db.begin().await?;
-        if image::Entity::find().filter(image::Column::LiveName.eq(input.name.clone())).one(&txn).await?.is_some() {
-            return Err(Error::conflict("name", format!("an image named {} already exists", input.name)));
-        }
         let row = image::ActiveModel {
             id: Set(id),
             name: Set(input.name.clone()),
@@ -92,24 +91,24 @@ impl Services {
     /// Deletes an image's objects and then the image.
     pub async fn delete_image(&self, actor: &Actor, id: Uuid) -> Result<task::Model> {
         actor.require(entity::api_token::Role::Operator)?;
+        self.check_task_quota(actor).await?;
         let txn = self.db.begin().await?;
-        let img = image::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .filter(|i| i.state != ImageState::Deleted)
-            .ok_or_else(|| Error::not_found("image", id, None))?;
-        if !matches!(img.state, ImageState::Ready | ImageState::Failed) {
-            return Err(Error::Conflict { field: None, message: format!("image {} is {}", img.name, state_word(img.state)) });
-        }
         let res = image::Entity::update_many()
             .col_expr(image::Column::State, sea_orm::sea_query::Expr::value(ImageState::Deleting))
             .filter(image::Column::Id.eq(id))
-            .filter(image::Column::State.eq(img.state))
+            .filter(image::Column::State.is_in([ImageState::Ready, ImageState::Failed]))
             .exec(&txn)
             .await?;
         if res.rows_affected != 1 {
-            return Err(Error::Conflict { field: None, message: format!("image {} changed state; try again", img.name) });
+            drop(txn);
+            let img = image::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .filter(|i| i.state != ImageState::Deleted)
+                .ok_or_else(|| Error::not_found("image", id, None))?;
+            return Err(Error::Conflict { field: None, message: format!("image {} is {}", img.name, state_word(img.state)) });
         }
+        let img = image::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::not_found("image", id, None))?;
         let task_id = Uuid::new_v4();
         let t = self
             .engine

@@ -99,17 +99,14 @@ impl Services {
         if self.platform == "local" && (input.image_override.is_some() || input.runtime_image_id.is_some()) {
             warnings.push("the local platform runs the installed PostgreSQL binaries; the runtime image setting is recorded but not used".to_owned());
         }
+        self.check_task_quota(actor).await?;
         let id = Uuid::new_v4();
         let task_id = Uuid::new_v4();
         let k8s_name = format!("{}-{}", input.name, &id.simple().to_string()[..8]);
         let now = Utc::now();
+        // Writes come first in the transaction (no read-then-write), so concurrent requests
+        // wait on the database's write lock and the unique indexes decide who wins.
         let txn = self.db.begin().await?;
-        if instance::Entity::find().filter(instance::Column::LiveName.eq(input.name.clone())).one(&txn).await?.is_some() {
-            return Err(Error::conflict("name", format!("an instance named {} already exists", input.name)));
-        }
-        if instance::Entity::find().filter(instance::Column::LiveDnsLabel.eq(dns_label.clone())).one(&txn).await?.is_some() {
-            return Err(Error::conflict("dnsLabel", format!("DNS label {dns_label} is in use")));
-        }
         let row = instance::ActiveModel {
             id: Set(id),
             name: Set(input.name.clone()),
@@ -137,7 +134,8 @@ impl Services {
         let inserted = match row.insert(&txn).await {
             Ok(m) => m,
             Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict("name", format!("an instance named {} or with DNS label {dns_label} already exists", input.name)))
+                drop(txn);
+                return Err(self.instance_conflict(&input.name, &dns_label).await);
             }
             Err(e) => return Err(e.into()),
         };
@@ -145,34 +143,43 @@ impl Services {
         let t = self.engine.enqueue(&txn, task_id, workflows::CREATE_INSTANCE, Some(id), task_input, Some(actor.name.clone())).await.map_err(engine_err)?;
         match txn.commit().await {
             Ok(()) => {}
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict("name", format!("an instance named {} already exists", input.name))),
+            Err(e) if is_unique_violation(&e) => return Err(self.instance_conflict(&input.name, &dns_label).await),
             Err(e) => return Err(e.into()),
         }
         self.engine.wake(task_id);
         Ok(Created { instance: inserted, task: t, warnings })
     }
 
+    /// Which of name and DNS label is taken.
+    async fn instance_conflict(&self, name: &str, dns_label: &str) -> Error {
+        let taken = instance::Entity::find().filter(instance::Column::LiveName.eq(name.to_owned())).one(&self.db).await;
+        if matches!(taken, Ok(Some(_))) {
+            return Error::conflict("name", format!("an instance named {name} already exists"));
+        }
+        Error::conflict("dnsLabel", format!("DNS label {dns_label} is in use"))
+    }
+
     /// Deletes an instance (a task that stops it and removes its resources).
     pub async fn delete_instance(&self, actor: &Actor, id: Uuid) -> Result<task::Model> {
         actor.require(entity::api_token::Role::Operator)?;
+        self.check_task_quota(actor).await?;
         let txn = self.db.begin().await?;
-        let inst = instance::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .filter(|i| i.state != InstanceState::Deleted)
-            .ok_or_else(|| Error::not_found("instance", id, None))?;
-        if !matches!(inst.state, InstanceState::Running | InstanceState::Failed) {
-            return Err(Error::Conflict { field: None, message: format!("instance {} is {}; wait for it or cancel its task", inst.name, istate_word(inst.state)) });
-        }
         let res = instance::Entity::update_many()
             .col_expr(instance::Column::State, sea_orm::sea_query::Expr::value(InstanceState::Deleting))
             .filter(instance::Column::Id.eq(id))
-            .filter(instance::Column::State.eq(inst.state))
+            .filter(instance::Column::State.is_in([InstanceState::Running, InstanceState::Failed]))
             .exec(&txn)
             .await?;
         if res.rows_affected != 1 {
-            return Err(Error::Conflict { field: None, message: format!("instance {} changed state; try again", inst.name) });
+            drop(txn);
+            let inst = instance::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .filter(|i| i.state != InstanceState::Deleted)
+                .ok_or_else(|| Error::not_found("instance", id, None))?;
+            return Err(Error::Conflict { field: None, message: format!("instance {} is {}; wait for it or cancel its task", inst.name, istate_word(inst.state)) });
         }
+        let inst = instance::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::not_found("instance", id, None))?;
         let task_id = Uuid::new_v4();
         let t = self
             .engine

@@ -6,6 +6,8 @@ pub mod instances;
 pub mod tasks;
 pub mod validate;
 
+pub use auth::TokenAdmin;
+
 use entity::api_token::Role;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
@@ -56,6 +58,31 @@ pub struct Services {
     pub store_container: String,
     /// PostgreSQL major versions this installation can run.
     pub postgres_versions: Vec<String>,
+    /// Most unfinished tasks one token may have at once.
+    pub max_active_tasks_per_token: u64,
+}
+
+impl Services {
+    /// Refuses a new task when the actor's token already has its limit of unfinished tasks.
+    pub async fn check_task_quota(&self, actor: &Actor) -> Result<()> {
+        use entity::task::{self, TaskState};
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        let active = task::Entity::find()
+            .filter(task::Column::CreatedBy.eq(actor.name.clone()))
+            .filter(task::Column::State.is_in([TaskState::Queued, TaskState::Running, TaskState::Cancelling]))
+            .count(&self.db)
+            .await?;
+        if active >= self.max_active_tasks_per_token {
+            return Err(Error::Conflict {
+                field: None,
+                message: format!(
+                    "token {} already has {active} unfinished tasks (limit {}); wait for one to finish",
+                    actor.name, self.max_active_tasks_per_token
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A page of a newest-first list.

@@ -9,7 +9,8 @@ use chrono::Utc;
 use entity::task::{self, TaskState};
 use entity::task_step::{self, StepState};
 use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::sea_query::{LockBehavior, LockType};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 use futures::FutureExt;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
@@ -204,8 +205,9 @@ impl Engine {
     }
 
     /// Starts `n` workers; they stop after [`Engine::shutdown`].
+    /// With `n == 0` this process runs no tasks (an API-only replica).
     pub fn start(&self, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..n.max(1))
+        (0..n)
             .map(|_| {
                 let e = self.clone();
                 tokio::spawn(async move { e.worker().await })
@@ -257,8 +259,37 @@ impl Engine {
                     .add(task::Column::LeaseExpiresAt.lt(now)),
             )
             .add(Condition::all().add(task::Column::State.eq(TaskState::Cancelling)).add(task::Column::LeaseOwner.is_null()));
+        if db.get_database_backend() == DbBackend::Postgres {
+            // PostgreSQL: lock one claimable row, skipping rows other replicas are claiming, so
+            // concurrent claimers never queue behind each other. The update below is still the
+            // compare-and-set on the attempt, so correctness never rests on the lock alone.
+            let txn = db.begin().await?;
+            let row = task::Entity::find()
+                .filter(claimable.clone())
+                .order_by_asc(task::Column::CreatedAt)
+                .limit(1)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .one(&txn)
+                .await?;
+            let claimed = match row {
+                Some(c) => self.try_claim(&txn, &c, now, claimable).await?,
+                None => None,
+            };
+            txn.commit().await?;
+            return Ok(claimed);
+        }
         let candidates = task::Entity::find().filter(claimable.clone()).order_by_asc(task::Column::CreatedAt).limit(8).all(db).await?;
         for c in candidates {
+            if let Some(t) = self.try_claim(db, &c, now, claimable.clone()).await? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Compare-and-set claim of one task row.
+    async fn try_claim<C: ConnectionTrait>(&self, db: &C, c: &task::Model, now: chrono::DateTime<Utc>, claimable: Condition) -> Result<Option<task::Model>, EngineError> {
+        {
             let next_state = if c.state == TaskState::Queued { TaskState::Running } else { c.state };
             let res = task::Entity::update_many()
                 .col_expr(task::Column::Attempt, Expr::value(c.attempt + 1))
@@ -269,7 +300,7 @@ impl Engine {
                 .filter(task::Column::Id.eq(c.id))
                 .filter(task::Column::Attempt.eq(c.attempt))
                 .filter(task::Column::State.eq(c.state))
-                .filter(claimable.clone())
+                .filter(claimable)
                 .exec(db)
                 .await?;
             if res.rows_affected == 1 {
@@ -344,6 +375,7 @@ impl Engine {
             loop {
                 tries += 1;
                 let started = fence.step_start(step.id).await?;
+                let t0 = std::time::Instant::now();
                 if started.attempt > 1 && tries == 1 {
                     fence.log("info", &format!("{}: attempt {} (resuming)", def.name, started.attempt)).await?;
                 }
@@ -363,6 +395,14 @@ impl Engine {
                     Err(StepError::Cancelled) if lost.is_cancelled() => Err(StepError::LeaseLost),
                     other => other,
                 };
+                let outcome = match &result {
+                    Ok(()) => "succeeded",
+                    Err(StepError::Retryable(_)) => "retryable_error",
+                    Err(StepError::Fatal(_)) => "fatal_error",
+                    Err(StepError::Cancelled) => "cancelled",
+                    Err(StepError::LeaseLost) => "interrupted",
+                };
+                crate::metrics::METRICS.step(&t.kind, def.name, outcome, t0.elapsed().as_secs_f64());
                 match result {
                     Ok(()) => {
                         fence.step_finish(step.id, StepState::Succeeded, None).await?;

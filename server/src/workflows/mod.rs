@@ -138,6 +138,11 @@ where
     if reported || rx.has_changed().unwrap_or(false) {
         let (done, total) = *rx.borrow();
         ctx.progress(done as f64, total.map(|t| t as f64), "bytes", true).await?;
+        if result.is_ok() {
+            if let Some(step) = ctx.step_name().await {
+                crate::metrics::METRICS.bytes(step, done);
+            }
+        }
     }
     result.map_err(crate::platform::Error::into_step)
 }

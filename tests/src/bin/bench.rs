@@ -64,7 +64,8 @@ async fn main() -> Result<()> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&mut c).await?;
         done += n;
     }
-    sqlx::raw_sql("CREATE INDEX ON notes (note); VACUUM ANALYZE notes").execute(&mut c).await?;
+    sqlx::raw_sql("CREATE INDEX ON notes (note)").execute(&mut c).await?;
+    sqlx::raw_sql("VACUUM ANALYZE notes").execute(&mut c).await?;
     let size: i64 = sqlx::query("SELECT pg_database_size('postgres') AS s").fetch_one(&mut c).await?.get("s");
     eprintln!("database: {}", mb(size as f64));
 
