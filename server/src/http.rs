@@ -35,7 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::rest::routes())
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        // Both: the tower layer bounds every body (the GraphQL extractor ignores axum's limit).
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state);
     r = match console {
         Some(dir) => {
@@ -46,6 +48,9 @@ pub fn router(state: AppState) -> Router {
     };
     r
 }
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1024 * 1024;
 
 const PLACEHOLDER: &str = include_str!("../../web/placeholder.html");
 

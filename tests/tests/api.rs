@@ -267,3 +267,35 @@ async fn auth_matrix() {
     assert_eq!(v["task"]["created_by"], "ci-operator");
     wait_running(&s, v["task"]["id"].as_str().unwrap()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_limits() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[("SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN", "1")]).await.unwrap();
+    // One unfinished task per token: the second request is refused with a clear CONFLICT.
+    let d = s.gql(CREATE_INSTANCE, json!({ "i": { "name": "first", "password": PW } })).await.unwrap();
+    let (_, v) = s.gql_raw(CREATE_INSTANCE, json!({ "i": { "name": "second", "password": PW } }), Some(&s.token)).await.unwrap();
+    assert_eq!(code_field(&v).0, "CONFLICT", "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("unfinished tasks"), "{v}");
+    wait_running(&s, d["createInstance"]["task"]["id"].as_str().unwrap()).await;
+    let d = s.gql(CREATE_INSTANCE, json!({ "i": { "name": "second", "password": PW } })).await.unwrap();
+    wait_running(&s, d["createInstance"]["task"]["id"].as_str().unwrap()).await;
+    // Request bodies over 1 MiB are refused.
+    let big = "x".repeat(2 * 1024 * 1024);
+    let body = json!({ "query": format!("{{ instances {{ nodes {{ id }} }} }} # {big}") }).to_string();
+    let resp = reqwest::Client::new().post(format!("{}/graphql", s.url)).bearer_auth(&s.token).header("content-type", "application/json").body(body).send().await;
+    match resp {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        // The server may answer 413 and close before the client has finished writing.
+        Err(e) => assert!(format!("{e:?}").contains("BrokenPipe") || format!("{e:?}").contains("reset"), "{e:?}"),
+    }
+    // Too deep a query is refused before it runs.
+    let mut q = String::from("name");
+    for f in ["steps", "tasks", "sourceInstance", "sourceImage", "sourceInstance", "sourceImage", "sourceInstance", "sourceImage", "sourceInstance", "sourceImage", "sourceInstance", "nodes", "images"] {
+        q = format!("{f} {{ {q} }}");
+    }
+    let deep = format!("{{ {q} }}");
+    let (_, v) = s.gql_raw(&deep, json!({}), Some(&s.token)).await.unwrap();
+    assert!(v["errors"][0]["message"].as_str().unwrap().to_lowercase().contains("nested too deep"), "{v}");
+}

@@ -165,7 +165,10 @@ async fn backup_restore_round_trip_with_live_progress() {
         let st = &e["taskProgress"]["step"];
         (st["name"] == "run_restore_job" && st["unit"] == "bytes").then(|| (st["done"].as_f64().unwrap_or(0.0), st["total"].as_f64().unwrap_or(-1.0)))
     });
-    assert!(done_bytes.clone().any(|(d, t)| d == t && d > 0.0), "run_restore_job reports bytes to completion");
+    let done_bytes: Vec<(f64, f64)> = done_bytes.collect();
+    assert!(done_bytes.last().is_some_and(|(d, t)| d == t && *d > 0.0), "run_restore_job reports bytes to completion: {done_bytes:?}");
+    assert!(done_bytes.windows(2).all(|w| w[0].0 <= w[1].0), "done never goes down: {done_bytes:?}");
+    assert!(done_bytes.iter().all(|(d, t)| d <= t), "done never exceeds total: {done_bytes:?}");
 
     // The restored instance: same version and type, the source's password, the same data.
     let r = s
