@@ -58,6 +58,18 @@ ensure_azurite() {
   export SNAPGRES_AZURITE_BIN="$dir/node_modules/.bin/azurite-blob"
 }
 
+KUBERNETES_VALIDATE_VERSION=1.37.0
+ensure_kubernetes_validate() {
+  local venv="$TOOLS/kv"
+  if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $KUBERNETES_VALIDATE_VERSION"; then
+    command -v python3 >/dev/null || ensure_apt python3 python3-venv
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+    python3 -m venv "$venv" || { ensure_apt python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+  export SNAPGRES_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+}
+
 ensure_rust() {
   if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (rustup) first" >&2

@@ -112,6 +112,38 @@ pub struct AzureConfig {
     pub azurite_url: Option<String>,
 }
 
+/// Kubernetes platform settings (images, namespace, identity, storage).
+#[derive(clap::Args, Clone, Debug)]
+pub struct KubeConfig {
+    /// Namespace for instances and jobs.
+    #[arg(long, env = "SNAPGRES_K8S_NAMESPACE", default_value = "snapgres")]
+    pub k8s_namespace: String,
+    /// PostgreSQL server image.
+    #[arg(long, env = "SNAPGRES_K8S_POSTGRES_IMAGE", default_value = "postgres:15")]
+    pub k8s_postgres_image: String,
+    /// Image with PostgreSQL 15 client tools, azcopy and jq, for backup and restore Jobs.
+    #[arg(long, env = "SNAPGRES_K8S_TOOLS_IMAGE", default_value = "ghcr.io/example/snapgres-tools:15")]
+    pub k8s_tools_image: String,
+    /// Image of the Snapgres server (for its own Deployment).
+    #[arg(long, env = "SNAPGRES_K8S_SERVER_IMAGE", default_value = "ghcr.io/example/snapgres:latest")]
+    pub k8s_server_image: String,
+    /// Storage class of instance volumes (cluster default when unset).
+    #[arg(long, env = "SNAPGRES_K8S_STORAGE_CLASS")]
+    pub k8s_storage_class: Option<String>,
+    /// Service account with the workload identity federation.
+    #[arg(long, env = "SNAPGRES_K8S_SERVICE_ACCOUNT", default_value = "snapgres")]
+    pub k8s_service_account: String,
+    /// Client id of the managed identity.
+    #[arg(long, env = "AZURE_CLIENT_ID", default_value = "00000000-0000-0000-0000-000000000000")]
+    pub azure_client_id: String,
+    /// Storage account holding images.
+    #[arg(long = "k8s-storage-account", env = "AZURE_STORAGE_ACCOUNT_NAME", default_value = "examplestorage")]
+    pub k8s_storage_account: String,
+    /// Blob container holding images.
+    #[arg(long, env = "SNAPGRES_K8S_CONTAINER", default_value = "snapgres-images")]
+    pub k8s_container: String,
+}
+
 /// `snapgres serve` settings.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeConfig {

@@ -18,12 +18,30 @@ enum Command {
     Migrate(DbConfig),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Kubernetes helpers.
+    K8s {
+        #[command(subcommand)]
+        action: K8sAction,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
         db: DbConfig,
         #[command(subcommand)]
         action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum K8sAction {
+    /// Write every manifest the platform would apply for an example fresh instance, backup and
+    /// restore, plus the server's own (Deployment, ServiceAccount, Role, RoleBinding, ConfigMap).
+    Manifests {
+        /// Directory to write into.
+        #[arg(long)]
+        example: std::path::PathBuf,
+        #[command(flatten)]
+        kube: config::KubeConfig,
     },
 }
 
@@ -87,6 +105,23 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Schema => print!("{}", snapgres::graphql::schema::sdl()),
+        Command::K8s { action: K8sAction::Manifests { example, kube } } => {
+            let settings = snapgres::platform::kubernetes::KubeSettings {
+                namespace: kube.k8s_namespace,
+                postgres_image: kube.k8s_postgres_image,
+                tools_image: kube.k8s_tools_image,
+                server_image: kube.k8s_server_image,
+                storage_class: kube.k8s_storage_class,
+                service_account: kube.k8s_service_account,
+                client_id: kube.azure_client_id,
+                storage_account: kube.k8s_storage_account,
+                container: kube.k8s_container,
+                ..Default::default()
+            };
+            for f in settings.write_examples(&example)? {
+                println!("{}", example.join(&f.path).display());
+            }
+        }
         Command::Token { db, action } => {
             init_logging(LogFormat::Text);
             std::fs::create_dir_all(&db.data_dir)?;

@@ -1,6 +1,7 @@
 //! Where instances live and backup/restore jobs run. The trait's operations are the seed's steps;
 //! `local` runs PostgreSQL clusters on this machine (the embedded default).
 
+pub mod kubernetes;
 pub mod local;
 
 use std::time::Duration;
