@@ -7,7 +7,8 @@ use entity::instance::{self, InstanceState};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::net::TcpListener;
 
-use crate::config::ServeConfig;
+use crate::config::{PlatformKind, ServeConfig};
+use crate::platform::kubernetes::{KubeSettings, KubernetesPlatform, Waits};
 use crate::platform::local::{LocalConfig, LocalPlatform};
 use crate::platform::Platform;
 use crate::secrets::Cipher;
@@ -29,6 +30,8 @@ pub enum Error {
     Storage(#[from] crate::storage::Error),
     #[error("setting up the local platform")]
     Platform(#[from] crate::platform::Error),
+    #[error("connecting to Kubernetes")]
+    Kube(#[source] kube::Error),
     #[error("creating the admin token")]
     Bootstrap(#[from] crate::error::Error),
     #[error("listening for task events from other replicas")]
@@ -51,17 +54,27 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
     };
     let storage = Storage::from_url(cfg.storage_url.as_deref(), data_dir, &cfg.azure)?;
     storage.ensure_container().await?;
-    let local = LocalPlatform::new(
-        LocalConfig {
-            data_dir: data_dir.clone(),
-            pg_bin_dir: cfg.pg_bin_dir.clone(),
-            run_as: cfg.run_as.clone(),
-            restore_jobs: cfg.restore_jobs(),
-            dump_compression: cfg.dump_compression,
-        },
-        storage.clone(),
-    )?;
-    let platform: Arc<dyn Platform> = Arc::new(local);
+    let platform: Arc<dyn Platform> = match cfg.platform {
+        PlatformKind::Local => Arc::new(LocalPlatform::new(
+            LocalConfig {
+                data_dir: data_dir.clone(),
+                pg_bin_dir: cfg.pg_bin_dir.clone(),
+                run_as: cfg.run_as.clone(),
+                restore_jobs: cfg.restore_jobs(),
+                dump_compression: cfg.dump_compression,
+            },
+            storage.clone(),
+        )?),
+        PlatformKind::Kubernetes => {
+            // sqlx brings ring and object_store aws-lc-rs: kube needs the process provider chosen.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default().await.map_err(Error::Kube)?;
+            let mut settings = KubeSettings::from_config(&cfg.kube);
+            settings.dump_compression = cfg.dump_compression;
+            settings.restore_jobs = cfg.restore_jobs();
+            Arc::new(KubernetesPlatform::new(client, settings, storage.clone(), Waits::default()))
+        }
+    };
     let bus = EventBus::connect(&db).await.map_err(Error::Events)?;
     let engine = Engine::new(db.clone(), bus, EngineConfig { lease: cfg.lease(), ..EngineConfig::default() });
     let deps = Deps { db: db.clone(), platform: Arc::clone(&platform), storage: storage.clone(), cipher: cipher.clone(), limits: Limits::default() };
@@ -71,7 +84,10 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         engine: engine.clone(),
         cipher,
         platform: platform.name(),
-        namespace: "default".to_owned(),
+        namespace: match cfg.platform {
+            PlatformKind::Local => "local".to_owned(),
+            PlatformKind::Kubernetes => cfg.kube.k8s_namespace.clone(),
+        },
         store_kind: storage.kind(),
         store_container: storage.container().to_owned(),
         postgres_versions: vec!["15".to_owned()],

@@ -12,6 +12,7 @@
 //! | `--secret-key` | `SNAPGRES_SECRET_KEY` | 32 random bytes in `secret.key` (0600) in the data dir |
 //! | `--pg-bin-dir` | `SNAPGRES_PG_BIN_DIR` | `/usr/lib/postgresql/15/bin` |
 //! | `--run-as` | `SNAPGRES_RUN_AS` | `postgres` (OS user for PostgreSQL processes when running as root) |
+//! | `--platform` | `SNAPGRES_PLATFORM` | `local` (or `kubernetes`; settings `SNAPGRES_K8S_*`) |
 //! | `--workers` | `SNAPGRES_WORKERS` | `4` (`0`: an API-only replica) |
 //! | `--max-active-tasks-per-token` | `SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN` | `20` |
 //! | `--lease-secs` | `SNAPGRES_LEASE_SECS` | `30` |
@@ -65,6 +66,15 @@ impl FromStr for SecretString {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
     }
+}
+
+/// Where instances run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformKind {
+    /// PostgreSQL clusters run by this server from the installed binaries.
+    Local,
+    /// Kubernetes (in-cluster config or kubeconfig), images in Azure Blob.
+    Kubernetes,
 }
 
 /// Log output format.
@@ -163,6 +173,11 @@ pub struct ServeConfig {
     /// Base64 of the 32-byte AES-256-GCM key for stored passwords; default a key file in the data dir.
     #[arg(long, env = "SNAPGRES_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<SecretString>,
+    /// Where instances run.
+    #[arg(long, env = "SNAPGRES_PLATFORM", value_enum, default_value = "local")]
+    pub platform: PlatformKind,
+    #[command(flatten)]
+    pub kube: KubeConfig,
     /// Directory holding initdb, pg_ctl, pg_dump, pg_dumpall, pg_restore, psql.
     #[arg(long, env = "SNAPGRES_PG_BIN_DIR", default_value = "/usr/lib/postgresql/15/bin")]
     pub pg_bin_dir: PathBuf,

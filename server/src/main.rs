@@ -106,18 +106,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Schema => print!("{}", snapgres::graphql::schema::sdl()),
         Command::K8s { action: K8sAction::Manifests { example, kube } } => {
-            let settings = snapgres::platform::kubernetes::KubeSettings {
-                namespace: kube.k8s_namespace,
-                postgres_image: kube.k8s_postgres_image,
-                tools_image: kube.k8s_tools_image,
-                server_image: kube.k8s_server_image,
-                storage_class: kube.k8s_storage_class,
-                service_account: kube.k8s_service_account,
-                client_id: kube.azure_client_id,
-                storage_account: kube.k8s_storage_account,
-                container: kube.k8s_container,
-                ..Default::default()
-            };
+            let settings = snapgres::platform::kubernetes::KubeSettings::from_config(&kube);
             for f in settings.write_examples(&example)? {
                 println!("{}", example.join(&f.path).display());
             }

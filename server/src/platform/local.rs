@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{Connection, Row};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -360,10 +359,7 @@ impl LocalPlatform {
     }
 }
 
-async fn connect(ep: &Endpoint, pw: &Password) -> Result<PgConnection> {
-    let opts = PgConnectOptions::new().host(&ep.host).port(ep.port).username(&ep.user).password(pw.expose()).database(&ep.database);
-    PgConnection::connect_with(&opts).await.map_err(|source| Error::Connect { endpoint: ep.to_string(), source })
-}
+use super::connect;
 
 #[async_trait]
 impl Platform for LocalPlatform {
@@ -423,22 +419,12 @@ impl Platform for LocalPlatform {
         }
     }
 
-    fn endpoint(&self, inst: &InstanceSpec) -> Endpoint {
-        Self::endpoint_for(inst.port)
+    async fn endpoint(&self, inst: &InstanceSpec) -> Result<Endpoint> {
+        Ok(Self::endpoint_for(inst.port))
     }
 
     async fn test_connection(&self, ep: &Endpoint, password: &Password, timeout: Duration) -> Result<()> {
-        let fut = async {
-            let mut c = connect(ep, password).await?;
-            let row = sea_orm::sqlx::query("SELECT 1::int4 AS one").fetch_one(&mut c).await.map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
-            let one: i32 = row.try_get("one").map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
-            let _ = c.close().await;
-            if one != 1 {
-                return Err(Error::JobFailed("SELECT 1 returned something else".into()));
-            }
-            Ok(())
-        };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout("a test connection", timeout))?
+        super::select_one(ep, password, timeout).await
     }
 
     async fn run_backup(&self, spec: &BackupSpec, progress: Progress) -> Result<(Manifest, String)> {

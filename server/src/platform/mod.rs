@@ -52,6 +52,15 @@ pub enum Error {
     JobFailed(String),
     #[error("no free port")]
     NoPort(#[source] std::io::Error),
+    #[error("Kubernetes: {op}")]
+    Kube {
+        op: String,
+        retryable: bool,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl Error {
@@ -64,6 +73,8 @@ impl Error {
             Self::Io { .. } | Self::Connect { .. } | Self::Query { .. } | Self::Timeout(..) | Self::NoPort(_) => true,
             Self::Checksum { .. } | Self::Manifest(_) | Self::NoSuchUser(_) => false,
             Self::JobFailed(_) => false,
+            Self::Kube { retryable, .. } => *retryable,
+            Self::NotReady(_) => true,
         }
     }
 
@@ -85,6 +96,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct InstanceSpec {
     pub id: Uuid,
     pub k8s_name: String,
+    /// DNS label for a public address (Kubernetes: the Azure load balancer's DNS label).
+    pub dns_label: String,
     pub port: u16,
     pub postgres_version: String,
     pub image_type: ImageType,
@@ -112,7 +125,11 @@ pub type Progress = watch::Sender<(u64, Option<u64>)>;
 /// A backup to take.
 #[derive(Debug, Clone)]
 pub struct BackupSpec {
+    /// The task: job names derive from it, so a re-run finds its own job.
+    pub task_id: Uuid,
     pub image_id: Uuid,
+    /// The source instance's object name.
+    pub source_name: String,
     pub keys: ImageKeys,
     pub source: Endpoint,
     pub password: Password,
@@ -123,11 +140,36 @@ pub struct BackupSpec {
 /// A restore to run into an instance's volume.
 #[derive(Debug, Clone)]
 pub struct RestoreSpec {
+    /// The task: job names derive from it.
+    pub task_id: Uuid,
     pub image_id: Uuid,
     pub keys: ImageKeys,
     /// sha256 of the manifest as recorded on the image: the root of trust for every object.
     pub manifest_sha256: String,
     pub password: Password,
+}
+
+/// Connects to PostgreSQL with a password (never on a command line).
+pub async fn connect(ep: &Endpoint, pw: &Password) -> Result<sea_orm::sqlx::PgConnection> {
+    use sea_orm::sqlx::Connection;
+    let opts = sea_orm::sqlx::postgres::PgConnectOptions::new().host(&ep.host).port(ep.port).username(&ep.user).password(pw.expose()).database(&ep.database);
+    sea_orm::sqlx::PgConnection::connect_with(&opts).await.map_err(|source| Error::Connect { endpoint: ep.to_string(), source })
+}
+
+/// Connects and runs `SELECT 1` within `timeout`.
+pub async fn select_one(ep: &Endpoint, password: &Password, timeout: Duration) -> Result<()> {
+    use sea_orm::sqlx::{Connection, Row};
+    let fut = async {
+        let mut c = connect(ep, password).await?;
+        let row = sea_orm::sqlx::query("SELECT 1::int4 AS one").fetch_one(&mut c).await.map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
+        let one: i32 = row.try_get("one").map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
+        let _ = c.close().await;
+        if one != 1 {
+            return Err(Error::JobFailed("SELECT 1 returned something else".into()));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout("a test connection", timeout))?
 }
 
 /// Where instances live and jobs run.
@@ -149,8 +191,8 @@ pub trait Platform: Send + Sync + 'static {
     async fn deploy_postgres_from_volume(&self, inst: &InstanceSpec) -> Result<()>;
     /// Waits until PostgreSQL accepts connections with the password.
     async fn wait_ready(&self, inst: &InstanceSpec, password: &Password, timeout: Duration) -> Result<()>;
-    /// Where clients connect.
-    fn endpoint(&self, inst: &InstanceSpec) -> Endpoint;
+    /// Where clients connect (on Kubernetes, once the load balancer has an address).
+    async fn endpoint(&self, inst: &InstanceSpec) -> Result<Endpoint>;
     /// Connects and runs `SELECT 1`.
     async fn test_connection(&self, endpoint: &Endpoint, password: &Password, timeout: Duration) -> Result<()>;
     /// Dumps every database and the globals into the store; returns the manifest written.

@@ -72,9 +72,11 @@ impl Workflow for CreateImage {
             "run_backup" => {
                 let inst = d.instance(image.source_instance_id.unwrap_or_default()).await?;
                 let spec = BackupSpec {
+                    task_id: ctx.task_id,
                     image_id: id,
+                    source_name: inst.k8s_name.clone(),
                     keys: ImageKeys::new(id),
-                    source: d.platform.endpoint(&spec_of(&inst)),
+                    source: d.platform.endpoint(&spec_of(&inst)).await.map_err(|e| e.into_step())?,
                     password: d.password_of(&inst)?,
                     postgres_version: image.postgres_version.clone(),
                     image_type: image.image_type,

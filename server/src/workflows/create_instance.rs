@@ -56,7 +56,7 @@ impl CreateInstance {
         let image_id = inst.source_image_id.ok_or_else(|| StepError::fatal("instance has no source image"))?;
         let image = self.deps.image(image_id).await?;
         let checksum = image.checksum.clone().ok_or_else(|| StepError::fatal(format!("image {} has no checksum", image.name)))?;
-        Ok(RestoreSpec { image_id, keys: ImageKeys::new(image_id), manifest_sha256: checksum, password: self.deps.password_of(&inst)? })
+        Ok(RestoreSpec { task_id: ctx.task_id, image_id, keys: ImageKeys::new(image_id), manifest_sha256: checksum, password: self.deps.password_of(&inst)? })
     }
 }
 
@@ -135,7 +135,7 @@ impl Workflow for CreateInstance {
                 d.platform.wait_ready(&spec_of(&inst), &pw, d.limits.wait_ready).await.map_err(|e| e.into_step())
             }
             "get_connection_strings" => {
-                let ep = d.platform.endpoint(&spec_of(&inst));
+                let ep = d.platform.endpoint(&spec_of(&inst)).await.map_err(|e| e.into_step())?;
                 ctx.put("endpoint", &ep).await?;
                 let (host, port) = (ep.host.clone(), i32::from(ep.port));
                 d.save_instance(inst, |am| {
@@ -146,7 +146,10 @@ impl Workflow for CreateInstance {
                 ctx.message(format!("postgresql://{}@{}:{}/{}", ep.user, ep.host, ep.port, ep.database)).await
             }
             "test_connection" => {
-                let ep: Endpoint = ctx.get("endpoint").await?.unwrap_or_else(|| d.platform.endpoint(&spec_of(&inst)));
+                let ep: Endpoint = match ctx.get("endpoint").await? {
+                    Some(ep) => ep,
+                    None => d.platform.endpoint(&spec_of(&inst)).await.map_err(|e| e.into_step())?,
+                };
                 let pw = d.password_of(&inst)?;
                 d.platform.test_connection(&ep, &pw, d.limits.test_connection).await.map_err(|e| e.into_step())?;
                 d.save_instance(inst, |am| {

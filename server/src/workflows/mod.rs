@@ -106,6 +106,7 @@ pub fn spec_of(inst: &instance::Model) -> InstanceSpec {
     InstanceSpec {
         id: inst.id,
         k8s_name: inst.k8s_name.clone(),
+        dns_label: inst.dns_label.clone(),
         port: inst.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
         postgres_version: inst.postgres_version.clone(),
         image_type: inst.image_type,

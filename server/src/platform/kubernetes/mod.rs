@@ -1,7 +1,8 @@
-//! The Kubernetes platform's manifests: the templates in `templates/`, rendered into typed
-//! k8s-openapi objects. (The kube-rs client that applies them and tracks the Jobs is the next
-//! step of the Kubernetes work; the manifests are complete and validated offline already.)
+//! The Kubernetes platform: the templates in `templates/` rendered into typed k8s-openapi
+//! objects (`render`), applied and tracked with kube-rs (`client`).
 
+pub mod client;
 pub mod render;
 
+pub use client::{KubernetesPlatform, Waits};
 pub use render::{KubeSettings, Rendered};

@@ -57,6 +57,26 @@ pub struct KubeSettings {
     pub job_deadline: Duration,
     pub dump_compression: u8,
     pub restore_jobs: usize,
+    /// Port the instances' Services expose.
+    pub postgres_port: u16,
+}
+
+impl KubeSettings {
+    /// From the command line / environment.
+    pub fn from_config(k: &crate::config::KubeConfig) -> Self {
+        Self {
+            namespace: k.k8s_namespace.clone(),
+            postgres_image: k.k8s_postgres_image.clone(),
+            tools_image: k.k8s_tools_image.clone(),
+            server_image: k.k8s_server_image.clone(),
+            storage_class: k.k8s_storage_class.clone(),
+            service_account: k.k8s_service_account.clone(),
+            client_id: k.azure_client_id.clone(),
+            storage_account: k.k8s_storage_account.clone(),
+            container: k.k8s_container.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for KubeSettings {
@@ -74,6 +94,7 @@ impl Default for KubeSettings {
             job_deadline: Duration::from_secs(6 * 3600),
             dump_compression: 1,
             restore_jobs: 2,
+            postgres_port: 5432,
         }
     }
 }
@@ -182,6 +203,9 @@ impl KubeSettings {
             spec.storage_class_name = Some(sc.clone());
         }
         let mut service: Service = render(SERVICE, &v)?;
+        if let Some(port) = service.spec.as_mut().and_then(|s| s.ports.as_mut()).and_then(|p| p.first_mut()) {
+            port.port = i32::from(self.postgres_port);
+        }
         if let Some(label) = dns_label {
             if let Some(spec) = service.spec.as_mut() {
                 spec.type_ = Some("LoadBalancer".into());
@@ -239,6 +263,7 @@ impl KubeSettings {
         let example = |name: &str| InstanceSpec {
             id: Uuid::nil(),
             k8s_name: name.to_owned(),
+            dns_label: name.to_owned(),
             port: 5432,
             postgres_version: "15".into(),
             image_type: entity::ImageType::Stock,
@@ -295,7 +320,7 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn inst(name: &str) -> InstanceSpec {
-        InstanceSpec { id: Uuid::nil(), k8s_name: name.into(), port: 5432, postgres_version: "15".into(), image_type: entity::ImageType::PgDurable, storage_size_gb: 20 }
+        InstanceSpec { id: Uuid::nil(), k8s_name: name.into(), dns_label: name.into(), port: 5432, postgres_version: "15".into(), image_type: entity::ImageType::PgDurable, storage_size_gb: 20 }
     }
 
     fn env_values(pod: &PodSpec) -> Vec<String> {
