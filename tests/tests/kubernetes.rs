@@ -215,6 +215,8 @@ async fn backup_and_restore_workflows_succeed_on_kubernetes() {
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls[0].starts_with("create jobs/") && calls[0].ends_with(&task.id.simple().to_string()[..8]), "{calls:?}");
     assert!(calls[1].starts_with("delete jobs/"), "the Job is cleaned up: {calls:?}");
+    let logs = s.logs(task.id, 100).await.unwrap();
+    assert!(logs.iter().any(|l| l.message.contains("run-backup") && l.message.contains("pg_restore: starting")), "job log copied: {logs:?}");
 
     // Restore: PVC, then Secret + ConfigMap + restore Job, Job read and deleted, then PostgreSQL.
     st.fake.lock().unwrap().calls.clear();
@@ -286,7 +288,7 @@ async fn a_job_that_never_finishes_hits_the_timeout() {
         manifest_sha256: "e".repeat(64),
         password: Password::new("x-password"),
     };
-    let (tx, _rx) = tokio::sync::watch::channel((0, None));
+    let (tx, _rx, _lines) = snapgres::platform::Progress::channel();
     st.platform.start_restore_job(&spec, &rs, tx.clone()).await.unwrap();
     let started = std::time::Instant::now();
     let err = st.platform.wait_restore_job(&spec, &rs, tx, Duration::from_millis(300)).await.unwrap_err();

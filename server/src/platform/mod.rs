@@ -119,8 +119,32 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Byte progress of a job: (done, total if known).
-pub type Progress = watch::Sender<(u64, Option<u64>)>;
+/// What a long-running operation reports while it runs: byte progress (done, total if known)
+/// and log lines (a Job's output), both forwarded to the task by the workflow.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    bytes: watch::Sender<(u64, Option<u64>)>,
+    log: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Progress {
+    /// A reporter and the receiving ends.
+    pub fn channel() -> (Self, watch::Receiver<(u64, Option<u64>)>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (bytes, brx) = watch::channel((0, None));
+        let (log, lrx) = tokio::sync::mpsc::unbounded_channel();
+        (Self { bytes, log }, brx, lrx)
+    }
+
+    /// Reports bytes done (and the total when known).
+    pub fn send_replace(&self, v: (u64, Option<u64>)) {
+        self.bytes.send_replace(v);
+    }
+
+    /// Reports a line of output.
+    pub fn log(&self, line: impl Into<String>) {
+        let _ = self.log.send(line.into());
+    }
+}
 
 /// A backup to take.
 #[derive(Debug, Clone)]

@@ -114,12 +114,12 @@ pub fn spec_of(inst: &instance::Model) -> InstanceSpec {
     }
 }
 
-/// Runs `work` while forwarding its byte progress to the step.
+/// Runs `work` while forwarding its byte progress and output lines to the step.
 async fn with_progress<T, F>(ctx: &StepCtx, work: impl FnOnce(Progress) -> F) -> Result<T, StepError>
 where
     F: std::future::Future<Output = Result<T, crate::platform::Error>>,
 {
-    let (tx, mut rx) = tokio::sync::watch::channel((0u64, None::<u64>));
+    let (tx, mut rx, mut lines) = Progress::channel();
     let fut = work(tx);
     tokio::pin!(fut);
     let mut reported = false;
@@ -133,8 +133,12 @@ where
                     ctx.progress(done as f64, total.map(|t| t as f64), "bytes", false).await?;
                 }
             }
+            Some(line) = lines.recv() => ctx.log("info", line).await?,
         }
     };
+    while let Ok(line) = lines.try_recv() {
+        ctx.log("info", line).await?;
+    }
     // The last figure always lands, so a finished step shows its final count.
     if reported || rx.has_changed().unwrap_or(false) {
         let (done, total) = *rx.borrow();

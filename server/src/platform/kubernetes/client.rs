@@ -160,6 +160,18 @@ impl KubernetesPlatform {
         msg
     }
 
+    /// Copies the last lines a Job's pod printed into the task log.
+    async fn copy_job_log(&self, job: &str, progress: &Progress) {
+        let Ok(Some(pod)) = self.job_pod(job).await else { return };
+        let Some(pod_name) = pod.metadata.name else { return };
+        let lp = LogParams { tail_lines: Some(200), ..LogParams::default() };
+        if let Ok(log) = self.api::<Pod>().logs(&pod_name, &lp).await {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                progress.log(format!("{job}: {line}"));
+            }
+        }
+    }
+
     fn termination_message(pod: &Pod) -> Option<String> {
         pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.as_ref()?.message.clone()
     }
@@ -267,6 +279,7 @@ impl Platform for KubernetesPlatform {
         let name = job.metadata.name.clone().unwrap_or_default();
         self.create(&job).await?;
         let waited = self.wait_job(&name, self.waits.job).await;
+        self.copy_job_log(&name, &progress).await;
         // The Job goes on both paths; its outcome is already read.
         let deleted = self.delete::<Job>(&name).await;
         let pod = waited?;
@@ -305,9 +318,10 @@ impl Platform for KubernetesPlatform {
         self.create(&job).await
     }
 
-    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, _progress: Progress, timeout: Duration) -> Result<()> {
+    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress, timeout: Duration) -> Result<()> {
         let name = job_name(&inst.k8s_name, "run_restore_job", spec.task_id);
         let waited = self.wait_job(&name, timeout.min(self.waits.job)).await;
+        self.copy_job_log(&name, &progress).await;
         let deleted = self.delete::<Job>(&name).await;
         waited?;
         deleted
