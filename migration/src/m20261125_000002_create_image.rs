@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 pub struct Migration;
 
 #[derive(DeriveIden)]
+#[allow(clippy::enum_variant_names)]
 enum Image {
     Table,
     Id,

@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, the web console and the task workers.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply database migrations and exit.
     Migrate(DbConfig),
     /// Print the GraphQL schema (SDL).
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(cfg) => {
             init_logging(cfg.log_format);
-            snapgres::app::serve(cfg, shutdown_signal()).await?;
+            snapgres::app::serve(*cfg, shutdown_signal()).await?;
         }
         Command::Migrate(db) => {
             init_logging(LogFormat::Text);

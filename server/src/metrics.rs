@@ -9,11 +9,14 @@ use std::sync::{LazyLock, Mutex};
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
+/// Step tries by (kind, step, outcome): (count, seconds).
+type StepTimes = BTreeMap<(String, String, String), (u64, f64)>;
+
 /// Counters and sums, keyed by their labels.
 #[derive(Default)]
 pub struct Metrics {
     api: Mutex<BTreeMap<(String, String), u64>>,
-    steps: Mutex<BTreeMap<(String, String, String), (u64, f64)>>,
+    steps: Mutex<StepTimes>,
     bytes: Mutex<BTreeMap<String, u64>>,
 }
 

@@ -288,7 +288,7 @@ async fn a_job_that_never_finishes_hits_the_timeout() {
         manifest_sha256: "e".repeat(64),
         password: Password::new("x-password"),
     };
-    let (tx, _rx, _lines) = snapgres::platform::Progress::channel();
+    let (tx, _receivers) = snapgres::platform::Progress::channel();
     st.platform.start_restore_job(&spec, &rs, tx.clone()).await.unwrap();
     let started = std::time::Instant::now();
     let err = st.platform.wait_restore_job(&spec, &rs, tx, Duration::from_millis(300)).await.unwrap_err();

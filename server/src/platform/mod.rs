@@ -119,6 +119,9 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Receiving ends of a [`Progress`]: byte counts and output lines.
+pub type ProgressReceivers = (watch::Receiver<(u64, Option<u64>)>, tokio::sync::mpsc::UnboundedReceiver<String>);
+
 /// What a long-running operation reports while it runs: byte progress (done, total if known)
 /// and log lines (a Job's output), both forwarded to the task by the workflow.
 #[derive(Debug, Clone)]
@@ -129,10 +132,10 @@ pub struct Progress {
 
 impl Progress {
     /// A reporter and the receiving ends.
-    pub fn channel() -> (Self, watch::Receiver<(u64, Option<u64>)>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    pub fn channel() -> (Self, ProgressReceivers) {
         let (bytes, brx) = watch::channel((0, None));
         let (log, lrx) = tokio::sync::mpsc::unbounded_channel();
-        (Self { bytes, log }, brx, lrx)
+        (Self { bytes, log }, (brx, lrx))
     }
 
     /// Reports bytes done (and the total when known).

@@ -119,7 +119,7 @@ async fn with_progress<T, F>(ctx: &StepCtx, work: impl FnOnce(Progress) -> F) ->
 where
     F: std::future::Future<Output = Result<T, crate::platform::Error>>,
 {
-    let (tx, mut rx, mut lines) = Progress::channel();
+    let (tx, (mut rx, mut lines)) = Progress::channel();
     let fut = work(tx);
     tokio::pin!(fut);
     let mut reported = false;
