@@ -70,6 +70,41 @@ ensure_kubernetes_validate() {
   export SNAPGRES_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 }
 
+TRUNK_VERSION=0.21.14
+WASM_BINDGEN_VERSION=0.2.130
+BINARYEN_VERSION=132.0.0
+# Everything the console build and its browser tests need; each tool once, in the cache.
+ensure_console_tools() {
+  ensure_apt chromium chromium-driver libssl-dev pkg-config
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  if [ "$("$TOOLS/trunk/bin/trunk" --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]; then
+    log "installing trunk $TRUNK_VERSION (takes a while, once)"
+    cargo install --locked "trunk@$TRUNK_VERSION" --root "$TOOLS/trunk"
+  fi
+  if [ "$("$TOOLS/wasm-bindgen/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+    log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once)"
+    # Not --locked: its lock file pins crates that no longer build; the version must equal web/Cargo.lock's.
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS/wasm-bindgen"
+  fi
+  if [ "$("$TOOLS/binaryen/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -o 'version [0-9]*')" != "version ${BINARYEN_VERSION%%.*}" ]; then
+    log "installing binaryen $BINARYEN_VERSION (wasm-opt; Debian's is too old and breaks the app)"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/binaryen" "binaryen@$BINARYEN_VERSION" >/dev/null
+  fi
+  export PATH="$TOOLS/trunk/bin:$TOOLS/wasm-bindgen/bin:$TOOLS/binaryen/node_modules/.bin:$PATH"
+  export TRUNK_SKIP_VERSION_CHECK=true
+}
+
+# Builds the console (release, wasm-opt) into web/dist and prints the gzipped wasm size.
+build_console() {
+  log "building the web console"
+  (cd "$ROOT/web" && cargo fetch --locked --target wasm32-unknown-unknown >/dev/null)
+  (cd "$ROOT" && trunk build --release --offline --locked)
+  local wasm
+  wasm="$(ls "$ROOT"/web/dist/*.wasm | head -1)"
+  log "console wasm: $(stat -c %s "$wasm") bytes, $(gzip -9 -c "$wasm" | wc -c) bytes gzipped"
+  export SNAPGRES_CONSOLE_DIR="$ROOT/web/dist"
+}
+
 ensure_rust() {
   if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (rustup) first" >&2

@@ -14,13 +14,18 @@ use crate::service::Services;
 /// Root subscription.
 pub struct Subscription;
 
+/// The task as it is: one event per step, then the last 100 log lines (a subscriber that
+/// connects late still sees everything so far).
 async fn snapshot(svc: &Services, id: Uuid) -> Result<Vec<TaskEvent>, Error> {
     let task = svc.task(id).await?.ok_or(Error::not_found("task", id, None))?;
     let steps = svc.steps(id).await?;
-    if steps.is_empty() {
-        return Ok(vec![TaskEvent { task, step: None, log: None }]);
+    let logs = svc.logs(id, 100).await?;
+    let mut out: Vec<TaskEvent> = steps.into_iter().map(|s| TaskEvent { task: task.clone(), step: Some(s), log: None }).collect();
+    out.extend(logs.into_iter().map(|l| TaskEvent { task: task.clone(), step: None, log: Some(l) }));
+    if out.is_empty() {
+        out.push(TaskEvent { task, step: None, log: None });
     }
-    Ok(steps.into_iter().map(|s| TaskEvent { task: task.clone(), step: Some(s), log: None }).collect())
+    Ok(out)
 }
 
 #[Subscription]
