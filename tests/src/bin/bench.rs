@@ -120,6 +120,31 @@ async fn main() -> Result<()> {
     let n: i64 = sqlx::query("SELECT count(*) AS n FROM notes").fetch_one(&mut rc).await?.get("n");
     assert_eq!(n as u64, rows, "restored row count");
 
+    let dir_peak = s.pid().map(peak_rss).unwrap_or_default();
+
+    // The same on Azure Blob (Azurite): the server restarts on the same data dir with the Azure
+    // store (its clean stop stops the instances; the start brings them back).
+    let mut s = s;
+    s.stop().await;
+    let az = Azurite::start().await?;
+    let s = start_with(&data, &az.env()).await?;
+    let t0 = Instant::now();
+    let d = s.gql("mutation($i: CreateImageInput!) { createImage(input: $i) { image { id } task { id } } }", json!({ "i": { "name": "bench-az", "instanceId": src_id } })).await?;
+    let t = s.wait_task(d["createImage"]["task"]["id"].as_str().unwrap(), Duration::from_secs(3600)).await?;
+    let az_image_time = t0.elapsed();
+    assert_eq!(t["state"], "SUCCEEDED", "{t}");
+    let az_image_id = d["createImage"]["image"]["id"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    let d = s.gql("mutation($i: CreateInstanceInput!) { createInstance(input: $i) { instance { id } task { id } } }", json!({ "i": { "name": "bench-az-copy", "sourceImageId": az_image_id } })).await?;
+    let t = s.wait_task(d["createInstance"]["task"]["id"].as_str().unwrap(), Duration::from_secs(3600)).await?;
+    let az_restore_time = t0.elapsed();
+    assert_eq!(t["state"], "SUCCEEDED", "{t}");
+    let r = s.gql("query($id: UUID!) { instance(id: $id) { connection { port } } }", json!({ "id": d["createInstance"]["instance"]["id"] })).await?;
+    let mut rc = connect("127.0.0.1", r["instance"]["connection"]["port"].as_u64().unwrap() as u16, "postgres", PW).await?;
+    let n: i64 = sqlx::query("SELECT count(*) AS n FROM notes").fetch_one(&mut rc).await?.get("n");
+    assert_eq!(n as u64, rows, "restored row count (Azurite)");
+    let az_peak = s.pid().map(peak_rss).unwrap_or_default();
+
     let secs = |d: Duration| d.as_secs_f64();
     println!("\nSnapgres benchmark: database {} ({} rows), {} cores", mb(size as f64), rows, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("{:<44} {:>9} {:>11}", "operation", "seconds", "size");
@@ -128,14 +153,18 @@ async fn main() -> Result<()> {
     println!("{:<44} {:>9.2} {:>11}", "createImage (API → READY, -Z1, sha256, store)", secs(image_time), mb(image_size));
     println!("{:<44} {:>9.2}", "raw initdb + start + pg_restore -j2", secs(raw_restore));
     println!("{:<44} {:>9.2}", "restore (API → RUNNING, verified, tested)", secs(restore_time));
-    println!("ratio createImage / raw pg_dump -Fc:      {:.2}", secs(image_time) / secs(raw_dump));
-    println!("ratio createImage / raw pg_dump -Fc -Z1:  {:.2}", secs(image_time) / secs(raw_dump_z1));
-    println!("ratio restore / raw initdb+pg_restore -j2: {:.2}", secs(restore_time) / secs(raw_restore));
-    if let Some(pid) = s.pid() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim_start_matches("VmHWM:").trim().to_owned();
-        println!("peak server RSS over the whole run (VmHWM): {peak} (database {})", mb(size as f64));
-    }
+    println!("{:<44} {:>9.2}", "createImage on Azurite", secs(az_image_time));
+    println!("{:<44} {:>9.2}", "restore from Azurite", secs(az_restore_time));
+    println!("ratio createImage / raw pg_dump -Fc:      {:.2} (directory)  {:.2} (Azurite)", secs(image_time) / secs(raw_dump), secs(az_image_time) / secs(raw_dump));
+    println!("ratio createImage / raw pg_dump -Fc -Z1:  {:.2} (directory)  {:.2} (Azurite)", secs(image_time) / secs(raw_dump_z1), secs(az_image_time) / secs(raw_dump_z1));
+    println!("ratio restore / raw initdb+pg_restore -j2: {:.2} (directory)  {:.2} (Azurite)", secs(restore_time) / secs(raw_restore), secs(az_restore_time) / secs(raw_restore));
+    println!("peak server RSS (VmHWM): {dir_peak} with the directory store, {az_peak} with Azurite (database {})", mb(size as f64));
     drop(s);
+    drop(az);
     Ok(())
+}
+
+fn peak_rss(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim_start_matches("VmHWM:").trim().to_owned()
 }
