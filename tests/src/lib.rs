@@ -46,6 +46,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     http: reqwest::Client,
+    /// Every GraphQL response body this harness received (to check no secret ever appears).
+    pub responses: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -84,7 +86,7 @@ impl Server {
         .map_err(|_| anyhow!("snapgres did not start within 60 s"))??;
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child: Some(child), url, token, data_dir: data_dir.to_owned(), log, http: reqwest::Client::new() })
+        Ok(Self { child: Some(child), url, token, data_dir: data_dir.to_owned(), log, http: reqwest::Client::new(), responses: Default::default() })
     }
 
     /// The server's pid.
@@ -100,7 +102,11 @@ impl Server {
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
-        Ok((status, resp.json().await?))
+        let text = resp.text().await?;
+        if let Ok(mut r) = self.responses.lock() {
+            r.push(text.clone());
+        }
+        Ok((status, serde_json::from_str(&text)?))
     }
 
     /// Runs a GraphQL operation and returns `data`, failing on any error.

@@ -199,6 +199,11 @@ async fn backup_restore_round_trip_with_live_progress() {
     assert_eq!(any_file_contains(&data, PASSWORD.as_bytes()), None);
     assert!(!all_command_lines().contains(PASSWORD));
     assert!(!s.log_text().contains(PASSWORD));
+    // Nor in any API response of the run, subscription events included.
+    let responses = s.responses.lock().unwrap().clone();
+    assert!(responses.len() > 10, "{} responses recorded", responses.len());
+    assert!(responses.iter().all(|r| !r.contains(PASSWORD) && !r.contains("not-the-source-pw")));
+    assert!(events.iter().all(|e| !e.to_string().contains(PASSWORD)));
     // The image row keeps the source password, encrypted.
     let db = sea_orm::Database::connect(format!("sqlite://{}?mode=ro", data.join("snapgres.db").display())).await.unwrap();
     let row = <entity::image::Entity as sea_orm::EntityTrait>::find_by_id(uuid::Uuid::parse_str(&image_id).unwrap()).one(&db).await.unwrap().unwrap();
