@@ -53,13 +53,18 @@ pub struct Server {
 impl Server {
     /// Starts the server on `data_dir` and a free port; waits until it listens.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_on(data_dir, 0, env).await
+    }
+
+    /// Starts the server on `data_dir` and `port` (0: any free port); waits until it listens.
+    pub async fn start_on(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Result<Self> {
         let token = "e2e-admin-token-0123456789".to_owned();
         let log = data_dir.with_extension(format!("log{}", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(snapgres_bin());
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
             .env("SNAPGRES_ADMIN_TOKEN", &token)

@@ -1,7 +1,8 @@
 //! The web console in headless Chromium (chromedriver + fantoccini) against a real
 //! `snapgres serve`: sign in, create an instance, image it, restore the image from the images
 //! page, and watch the restore's nine steps turn to succeeded live on the task page (no reload);
-//! the restored instance then shows as running. Screenshots go to `<target>/screenshots/`.
+//! the restored instance then shows as running; after a server restart the open tasks page
+//! reconnects on its own. Screenshots go to `<target>/screenshots/`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -127,6 +128,22 @@ async fn journey(c: &Client, s: &Server) -> Result<()> {
     c.goto(&format!("{}/", s.url)).await?;
     let badge = wait_css(c, "tr[data-instance='web-copy'] .badge", Duration::from_secs(15)).await?;
     assert_eq!(badge.text().await?, "running");
+
+    // Leave the live tasks list open for the server restart below.
+    c.goto(&format!("{}/tasks", s.url)).await?;
+    wait_css(c, "table tbody tr", Duration::from_secs(15)).await?;
+    c.execute("window.__noReload = true; return true;", vec![]).await?;
+    Ok(())
+}
+
+/// After a server restart, the open tasks page picks up a new task without a reload.
+async fn after_restart(c: &Client, s: &Server) -> Result<()> {
+    let d = s.gql("{ instances(first: 10) { nodes { id name } } }", json!({})).await?;
+    let src = d["instances"]["nodes"].as_array().unwrap().iter().find(|i| i["name"] == "web-src").unwrap()["id"].clone();
+    let d = s.gql("mutation($i: CreateImageInput!) { createImage(input: $i) { task { id } } }", json!({ "i": { "name": "after-restart", "instanceId": src } })).await?;
+    let task = d["createImage"]["task"]["id"].as_str().unwrap().to_owned();
+    wait_css(c, &format!("a[href='/tasks/{task}']"), Duration::from_secs(30)).await.context("the tasks page reconnected and shows the new task")?;
+    assert_eq!(c.execute("return window.__noReload === true;", vec![]).await?, json!(true), "no reload happened");
     Ok(())
 }
 
@@ -135,7 +152,9 @@ async fn restore_from_the_console_with_live_steps() {
     let console = console_dir();
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let s = Server::start(&data, &[("SNAPGRES_CONSOLE_DIR", console.to_str().unwrap())]).await.unwrap();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = [("SNAPGRES_CONSOLE_DIR", console.to_str().unwrap())];
+    let mut s = Server::start_on(&data, http_port, &env).await.unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut driver = tokio::process::Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
         .arg(format!("--port={port}"))
@@ -159,7 +178,13 @@ async fn restore_from_the_console_with_live_steps() {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    let result = journey(&client, &s).await;
+    let mut result = journey(&client, &s).await;
+    if result.is_ok() {
+        s.stop().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s = Server::start_on(&data, http_port, &env).await.unwrap();
+        result = after_restart(&client, &s).await;
+    }
     // Close the browser also when the journey failed.
     let _ = client.close().await;
     let _ = driver.kill().await;
