@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::ImageType;
 
 /// Lifecycle of an image: `creating`→`ready`|`failed`; `deleting`→`deleted`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 #[serde(rename_all = "snake_case")]
 pub enum ImageState {

@@ -40,14 +40,36 @@ impl MigrationTrait for Migration {
                 .table(Instance::Table)
                 .col(ColumnDef::new(Instance::Id).uuid().not_null().primary_key())
                 .col(ColumnDef::new(Instance::Name).string_len(63).not_null())
-                .col(ColumnDef::new(Instance::LiveName).string_len(63).null().unique_key())
+                .col(
+                    ColumnDef::new(Instance::LiveName)
+                        .string_len(63)
+                        .null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(Instance::K8sName).string_len(63).not_null())
                 .col(ColumnDef::new(Instance::DnsLabel).string_len(63).not_null())
-                .col(ColumnDef::new(Instance::LiveDnsLabel).string_len(63).null().unique_key())
-                .col(ColumnDef::new(Instance::Namespace).string_len(63).not_null())
+                .col(
+                    ColumnDef::new(Instance::LiveDnsLabel)
+                        .string_len(63)
+                        .null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(Instance::Namespace)
+                        .string_len(63)
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Instance::Platform).string_len(16).not_null())
-                .col(ColumnDef::new(Instance::PostgresVersion).string_len(16).not_null())
-                .col(ColumnDef::new(Instance::ImageType).string_len(16).not_null())
+                .col(
+                    ColumnDef::new(Instance::PostgresVersion)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Instance::ImageType)
+                        .string_len(16)
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Instance::RuntimeImage).string().null())
                 .col(ColumnDef::new(Instance::StorageSizeGb).integer().not_null())
                 .col(ColumnDef::new(Instance::State).string_len(16).not_null())
@@ -58,18 +80,31 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Instance::Labels).json().not_null())
                 .col(ColumnDef::new(Instance::Error).text().null())
                 .col(ColumnDef::new(Instance::TaskId).uuid().null())
-                .col(ColumnDef::new(Instance::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Instance::UpdatedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(Instance::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Instance::UpdatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
         m.create_index(
-            Index::create().name("idx_instance_created_at").table(Instance::Table).col(Instance::CreatedAt).to_owned(),
+            Index::create()
+                .name("idx_instance_created_at")
+                .table(Instance::Table)
+                .col(Instance::CreatedAt)
+                .to_owned(),
         )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Instance::Table).to_owned()).await
+        m.drop_table(Table::drop().table(Instance::Table).to_owned())
+            .await
     }
 }

@@ -41,11 +41,24 @@ impl MigrationTrait for Migration {
                 .table(Image::Table)
                 .col(ColumnDef::new(Image::Id).uuid().not_null().primary_key())
                 .col(ColumnDef::new(Image::Name).string_len(63).not_null())
-                .col(ColumnDef::new(Image::LiveName).string_len(63).null().unique_key())
+                .col(
+                    ColumnDef::new(Image::LiveName)
+                        .string_len(63)
+                        .null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(Image::Description).text().null())
                 .col(ColumnDef::new(Image::SourceInstanceId).uuid().null())
-                .col(ColumnDef::new(Image::SourceInstanceName).string_len(63).not_null())
-                .col(ColumnDef::new(Image::PostgresVersion).string_len(16).not_null())
+                .col(
+                    ColumnDef::new(Image::SourceInstanceName)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Image::PostgresVersion)
+                        .string_len(16)
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Image::ImageType).string_len(16).not_null())
                 .col(ColumnDef::new(Image::StorageSizeGb).integer().not_null())
                 .col(ColumnDef::new(Image::State).string_len(16).not_null())
@@ -59,16 +72,31 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Image::SourcePasswordEnc).text().not_null())
                 .col(ColumnDef::new(Image::Error).text().null())
                 .col(ColumnDef::new(Image::TaskId).uuid().null())
-                .col(ColumnDef::new(Image::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Image::ReadyAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Image::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Image::ReadyAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("idx_image_created_at").table(Image::Table).col(Image::CreatedAt).to_owned())
-            .await
+        m.create_index(
+            Index::create()
+                .name("idx_image_created_at")
+                .table(Image::Table)
+                .col(Image::CreatedAt)
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Image::Table).to_owned()).await
+        m.drop_table(Table::drop().table(Image::Table).to_owned())
+            .await
     }
 }

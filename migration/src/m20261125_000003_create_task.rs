@@ -38,21 +38,51 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Task::State).string_len(16).not_null())
                 .col(ColumnDef::new(Task::Attempt).integer().not_null())
                 .col(ColumnDef::new(Task::LeaseOwner).string_len(64).null())
-                .col(ColumnDef::new(Task::LeaseExpiresAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Task::LeaseExpiresAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new(Task::Error).text().null())
                 .col(ColumnDef::new(Task::CreatedBy).string().null())
-                .col(ColumnDef::new(Task::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Task::StartedAt).timestamp_with_time_zone().null())
-                .col(ColumnDef::new(Task::FinishedAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Task::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Task::StartedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(Task::FinishedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("idx_task_state").table(Task::Table).col(Task::State).to_owned()).await?;
-        m.create_index(Index::create().name("idx_task_created_at").table(Task::Table).col(Task::CreatedAt).to_owned())
-            .await
+        m.create_index(
+            Index::create()
+                .name("idx_task_state")
+                .table(Task::Table)
+                .col(Task::State)
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_task_created_at")
+                .table(Task::Table)
+                .col(Task::CreatedAt)
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Task::Table).to_owned()).await
+        m.drop_table(Table::drop().table(Task::Table).to_owned())
+            .await
     }
 }

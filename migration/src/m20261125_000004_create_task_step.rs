@@ -35,8 +35,16 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(TaskStep::Name).string_len(64).not_null())
                 .col(ColumnDef::new(TaskStep::State).string_len(16).not_null())
                 .col(ColumnDef::new(TaskStep::Attempt).integer().not_null())
-                .col(ColumnDef::new(TaskStep::StartedAt).timestamp_with_time_zone().null())
-                .col(ColumnDef::new(TaskStep::FinishedAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(TaskStep::StartedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(TaskStep::FinishedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new(TaskStep::Done).double().null())
                 .col(ColumnDef::new(TaskStep::Total).double().null())
                 .col(ColumnDef::new(TaskStep::Unit).string_len(16).null())
@@ -58,6 +66,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(TaskStep::Table).to_owned()).await
+        m.drop_table(Table::drop().table(TaskStep::Table).to_owned())
+            .await
     }
 }

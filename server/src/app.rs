@@ -43,9 +43,13 @@ pub enum Error {
 }
 
 /// Runs the server until `shutdown` resolves.
-pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn serve(
+    cfg: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let data_dir = &cfg.db.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::DataDir(data_dir.display().to_string(), e))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::DataDir(data_dir.display().to_string(), e))?;
     let db = crate::db::connect(&cfg.db.database_url()).await?;
     crate::db::migrate(&db).await?;
     let cipher = match &cfg.secret_key {
@@ -72,12 +76,30 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
             let mut settings = KubeSettings::from_config(&cfg.kube);
             settings.dump_compression = cfg.dump_compression;
             settings.restore_jobs = cfg.restore_jobs();
-            Arc::new(KubernetesPlatform::new(client, settings, storage.clone(), Waits::default()))
+            Arc::new(KubernetesPlatform::new(
+                client,
+                settings,
+                storage.clone(),
+                Waits::default(),
+            ))
         }
     };
     let bus = EventBus::connect(&db).await.map_err(Error::Events)?;
-    let engine = Engine::new(db.clone(), bus, EngineConfig { lease: cfg.lease(), ..EngineConfig::default() });
-    let deps = Deps { db: db.clone(), platform: Arc::clone(&platform), storage: storage.clone(), cipher: cipher.clone(), limits: Limits::default() };
+    let engine = Engine::new(
+        db.clone(),
+        bus,
+        EngineConfig {
+            lease: cfg.lease(),
+            ..EngineConfig::default()
+        },
+    );
+    let deps = Deps {
+        db: db.clone(),
+        platform: Arc::clone(&platform),
+        storage: storage.clone(),
+        cipher: cipher.clone(),
+        limits: Limits::default(),
+    };
     workflows::register_all(&engine, &deps);
     let services = Services {
         db: db.clone(),
@@ -110,22 +132,37 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         }
     }
 
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| Error::Listen(cfg.listen.to_string(), e))?;
-    let addr = listener.local_addr().map_err(|e| Error::Listen(cfg.listen.to_string(), e))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Listen(cfg.listen.to_string(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Listen(cfg.listen.to_string(), e))?;
     let workers = engine.start(cfg.workers);
     let schema = crate::graphql::schema::build(services.clone());
-    let app = crate::http::router(crate::http::AppState { schema, services, console_dir: cfg.console_dir() });
+    let app = crate::http::router(crate::http::AppState {
+        schema,
+        services,
+        console_dir: cfg.console_dir(),
+    });
 
     // Printed to stdout (not the log) so an operator sees it once; never logged.
     println!("Snapgres is listening on http://{addr}/");
     match generated {
         Some(token) => println!("Admin token (shown once, keep it): {token}"),
-        None if cfg.admin_token.is_some() => println!("Admin token: the one in SNAPGRES_ADMIN_TOKEN"),
-        None => println!("Admin token: the one printed at first start (set SNAPGRES_ADMIN_TOKEN to choose one)"),
+        None if cfg.admin_token.is_some() => {
+            println!("Admin token: the one in SNAPGRES_ADMIN_TOKEN")
+        }
+        None => println!(
+            "Admin token: the one printed at first start (set SNAPGRES_ADMIN_TOKEN to choose one)"
+        ),
     }
     tracing::info!(%addr, "listening");
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve)?;
 
     tracing::info!("shutting down: stopping workers and local instances");
     engine.shutdown();
@@ -133,7 +170,11 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl std::future::Future<Output =
         let _ = w.await;
     }
     let live = instance::Entity::find()
-        .filter(instance::Column::State.is_in([InstanceState::Running, InstanceState::Creating, InstanceState::Deleting]))
+        .filter(instance::Column::State.is_in([
+            InstanceState::Running,
+            InstanceState::Creating,
+            InstanceState::Deleting,
+        ]))
         .filter(instance::Column::Platform.eq(platform.name()))
         .all(&db)
         .await

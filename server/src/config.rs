@@ -100,7 +100,10 @@ impl DbConfig {
     pub fn database_url(&self) -> SecretString {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => SecretString::new(format!("sqlite://{}?mode=rwc", self.data_dir.join("snapgres.db").display())),
+            None => SecretString::new(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("snapgres.db").display()
+            )),
         }
     }
 }
@@ -129,13 +132,25 @@ pub struct KubeConfig {
     #[arg(long, env = "SNAPGRES_K8S_NAMESPACE", default_value = "snapgres")]
     pub k8s_namespace: String,
     /// PostgreSQL server image.
-    #[arg(long, env = "SNAPGRES_K8S_POSTGRES_IMAGE", default_value = "postgres:15")]
+    #[arg(
+        long,
+        env = "SNAPGRES_K8S_POSTGRES_IMAGE",
+        default_value = "postgres:15"
+    )]
     pub k8s_postgres_image: String,
     /// Image with PostgreSQL 15 client tools, azcopy and jq, for backup and restore Jobs.
-    #[arg(long, env = "SNAPGRES_K8S_TOOLS_IMAGE", default_value = "ghcr.io/example/snapgres-tools:15")]
+    #[arg(
+        long,
+        env = "SNAPGRES_K8S_TOOLS_IMAGE",
+        default_value = "ghcr.io/example/snapgres-tools:15"
+    )]
     pub k8s_tools_image: String,
     /// Image of the Snapgres server (for its own Deployment).
-    #[arg(long, env = "SNAPGRES_K8S_SERVER_IMAGE", default_value = "ghcr.io/example/snapgres:latest")]
+    #[arg(
+        long,
+        env = "SNAPGRES_K8S_SERVER_IMAGE",
+        default_value = "ghcr.io/example/snapgres:latest"
+    )]
     pub k8s_server_image: String,
     /// Storage class of instance volumes (cluster default when unset).
     #[arg(long, env = "SNAPGRES_K8S_STORAGE_CLASS")]
@@ -144,13 +159,25 @@ pub struct KubeConfig {
     #[arg(long, env = "SNAPGRES_K8S_SERVICE_ACCOUNT", default_value = "snapgres")]
     pub k8s_service_account: String,
     /// Client id of the managed identity.
-    #[arg(long, env = "AZURE_CLIENT_ID", default_value = "00000000-0000-0000-0000-000000000000")]
+    #[arg(
+        long,
+        env = "AZURE_CLIENT_ID",
+        default_value = "00000000-0000-0000-0000-000000000000"
+    )]
     pub azure_client_id: String,
     /// Storage account holding images.
-    #[arg(long = "k8s-storage-account", env = "AZURE_STORAGE_ACCOUNT_NAME", default_value = "examplestorage")]
+    #[arg(
+        long = "k8s-storage-account",
+        env = "AZURE_STORAGE_ACCOUNT_NAME",
+        default_value = "examplestorage"
+    )]
     pub k8s_storage_account: String,
     /// Blob container holding images.
-    #[arg(long, env = "SNAPGRES_K8S_CONTAINER", default_value = "snapgres-images")]
+    #[arg(
+        long,
+        env = "SNAPGRES_K8S_CONTAINER",
+        default_value = "snapgres-images"
+    )]
     pub k8s_container: String,
 }
 
@@ -179,7 +206,11 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub kube: KubeConfig,
     /// Directory holding initdb, pg_ctl, pg_dump, pg_dumpall, pg_restore, psql.
-    #[arg(long, env = "SNAPGRES_PG_BIN_DIR", default_value = "/usr/lib/postgresql/15/bin")]
+    #[arg(
+        long,
+        env = "SNAPGRES_PG_BIN_DIR",
+        default_value = "/usr/lib/postgresql/15/bin"
+    )]
     pub pg_bin_dir: PathBuf,
     /// OS user that runs PostgreSQL processes when the server runs as root (initdb refuses root).
     #[arg(long, env = "SNAPGRES_RUN_AS", default_value = "postgres")]
@@ -200,7 +231,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SNAPGRES_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
     /// Most unfinished tasks one API token may have at once.
-    #[arg(long, env = "SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "SNAPGRES_MAX_ACTIVE_TASKS_PER_TOKEN",
+        default_value_t = 20
+    )]
     pub max_active_tasks_per_token: u64,
     /// Log format.
     #[arg(long, env = "SNAPGRES_LOG_FORMAT", value_enum, default_value = "text")]
@@ -216,7 +251,11 @@ impl ServeConfig {
     /// Parallel restore jobs, defaulting to the number of cores.
     pub fn restore_jobs(&self) -> usize {
         self.restore_jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
             .max(1)
     }
 

@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlxSqliteConnector};
 
 use crate::config::SecretString;
@@ -33,11 +35,17 @@ pub async fn connect(url: &SecretString) -> Result<DatabaseConnection, Error> {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(Error::Sqlite)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(Error::Sqlite)?;
         Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
     } else {
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false).max_connections(16).connect_timeout(Duration::from_secs(10));
+        opts.sqlx_logging(false)
+            .max_connections(16)
+            .connect_timeout(Duration::from_secs(10));
         Database::connect(opts).await.map_err(Error::Connect)
     }
 }

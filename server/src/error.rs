@@ -10,13 +10,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The request is malformed or breaks a rule; `field` names the input field at fault.
     #[error("{message}")]
-    InvalidInput { field: Option<String>, message: String },
+    InvalidInput {
+        field: Option<String>,
+        message: String,
+    },
     /// The thing asked for does not exist.
     #[error("{what} {id} not found")]
-    NotFound { what: &'static str, id: String, field: Option<String> },
+    NotFound {
+        what: &'static str,
+        id: String,
+        field: Option<String>,
+    },
     /// The request clashes with existing state (a taken name, a busy object).
     #[error("{message}")]
-    Conflict { field: Option<String>, message: String },
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
     /// No valid token.
     #[error("a valid bearer token is required")]
     Unauthenticated,
@@ -38,22 +48,38 @@ pub enum Error {
 impl Error {
     /// A rule broken by the field `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::InvalidInput { field: Some(field.to_owned()), message: message.into() }
+        Self::InvalidInput {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
     }
 
     /// A clash on the field `field`.
     pub fn conflict(field: &str, message: impl Into<String>) -> Self {
-        Self::Conflict { field: Some(field.to_owned()), message: message.into() }
+        Self::Conflict {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
     }
 
     /// Something the caller named in `field` does not exist.
     pub fn not_found(what: &'static str, id: impl ToString, field: Option<&str>) -> Self {
-        Self::NotFound { what, id: id.to_string(), field: field.map(str::to_owned) }
+        Self::NotFound {
+            what,
+            id: id.to_string(),
+            field: field.map(str::to_owned),
+        }
     }
 
     /// An internal failure with its cause.
-    pub fn internal(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Internal { context: context.into(), source: Some(Box::new(source)) }
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// The stable code clients branch on (`extensions.code`).
@@ -71,7 +97,9 @@ impl Error {
     /// The input field at fault, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::InvalidInput { field, .. } | Self::Conflict { field, .. } | Self::NotFound { field, .. } => field.as_deref(),
+            Self::InvalidInput { field, .. }
+            | Self::Conflict { field, .. }
+            | Self::NotFound { field, .. } => field.as_deref(),
             _ => None,
         }
     }
@@ -99,5 +127,8 @@ impl Error {
 
 /// True when a database error is a unique-constraint violation (a lost race for a name).
 pub fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }

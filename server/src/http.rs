@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
     r = match console {
         Some(dir) => {
             let index = dir.join("index.html");
-            r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(tower_http::services::ServeFile::new(index)))
+            r.fallback_service(
+                tower_http::services::ServeDir::new(dir)
+                    .fallback(tower_http::services::ServeFile::new(index)),
+            )
         }
         None => r.route("/", get(|| async { Html(PLACEHOLDER) })),
     };
@@ -61,7 +64,9 @@ fn error_response(e: Error) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequest) -> Response {
@@ -73,22 +78,45 @@ async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequ
         }
     };
     let req = req.into_inner();
-    let op = req.operation_name.clone().unwrap_or_else(|| "anonymous".to_owned());
+    let op = req
+        .operation_name
+        .clone()
+        .unwrap_or_else(|| "anonymous".to_owned());
     let resp = s.schema.execute(req.data(actor)).await;
     let outcome = resp
         .errors
         .first()
-        .and_then(|e| e.extensions.as_ref().and_then(|x| x.get("code")).map(|c| c.to_string().trim_matches('"').to_owned()))
-        .unwrap_or_else(|| if resp.errors.is_empty() { "ok".to_owned() } else { "error".to_owned() });
+        .and_then(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .map(|c| c.to_string().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| {
+            if resp.errors.is_empty() {
+                "ok".to_owned()
+            } else {
+                "error".to_owned()
+            }
+        });
     crate::metrics::METRICS.api_request(&format!("graphql:{op}"), &outcome);
     GraphQLResponse::from(resp).into_response()
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
 }
 
-async fn ws(State(s): State<AppState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let schema = s.schema.clone();
     let services = s.services.clone();
     upgrade
@@ -96,8 +124,15 @@ async fn ws(State(s): State<AppState>, protocol: GraphQLProtocol, upgrade: WebSo
         .on_upgrade(move |socket| {
             GraphQLWebSocket::new(socket, schema, protocol)
                 .on_connection_init(move |payload| async move {
-                    let auth = payload.get("authorization").or_else(|| payload.get("Authorization")).and_then(|v| v.as_str()).map(str::to_owned);
-                    let actor = services.authenticate(auth.as_deref()).await.map_err(crate::graphql::gql_error)?;
+                    let auth = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
+                    let actor = services
+                        .authenticate(auth.as_deref())
+                        .await
+                        .map_err(crate::graphql::gql_error)?;
                     let mut data = Data::default();
                     data.insert(actor);
                     Ok(data)
@@ -113,7 +148,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if ping && crate::db::is_migrated(db).await {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable or not migrated").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unreachable or not migrated",
+        )
+            .into_response()
     }
 }
 
@@ -135,11 +174,21 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(r) => r,
         Err(e) => return error_response(e.into()),
     };
-    let instances = entity::instance::Entity::find().count(&s.services.db).await.unwrap_or(0);
-    let mut out = String::from("# HELP snapgres_tasks Tasks by kind and state.\n# TYPE snapgres_tasks gauge\n");
+    let instances = entity::instance::Entity::find()
+        .count(&s.services.db)
+        .await
+        .unwrap_or(0);
+    let mut out = String::from(
+        "# HELP snapgres_tasks Tasks by kind and state.\n# TYPE snapgres_tasks gauge\n",
+    );
     for (kind, state, n) in rows {
-        let state = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        out.push_str(&format!("snapgres_tasks{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"));
+        let state = serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "snapgres_tasks{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"
+        ));
     }
     out.push_str(&format!("# HELP snapgres_instances_total Instance rows.\n# TYPE snapgres_instances_total gauge\nsnapgres_instances_total {instances}\n"));
     crate::metrics::METRICS.render(&mut out);

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use snapgres::config::{self, DbConfig, LogFormat, ServeConfig};
 
 #[derive(Parser)]
-#[command(name = "snapgres", version, about = "Control plane for PostgreSQL images")]
+#[command(
+    name = "snapgres",
+    version,
+    about = "Control plane for PostgreSQL images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,9 @@ enum TokenAction {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::new(config::log_filter());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -105,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Schema => print!("{}", snapgres::graphql::schema::sdl()),
-        Command::K8s { action: K8sAction::Manifests { example, kube } } => {
+        Command::K8s {
+            action: K8sAction::Manifests { example, kube },
+        } => {
             let settings = snapgres::platform::kubernetes::KubeSettings::from_config(&kube);
             for f in settings.write_examples(&example)? {
                 println!("{}", example.join(&f.path).display());
@@ -129,8 +137,19 @@ async fn main() -> anyhow::Result<()> {
                 }
                 TokenAction::List => {
                     for t in svc.list().await? {
-                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
-                        println!("{}  {:<24} {:<8} {}  {}", t.id, t.name, format!("{:?}", t.role).to_lowercase(), t.created_at.format("%Y-%m-%d %H:%M"), state);
+                        let state = if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{}  {:<24} {:<8} {}  {}",
+                            t.id,
+                            t.name,
+                            format!("{:?}", t.role).to_lowercase(),
+                            t.created_at.format("%Y-%m-%d %H:%M"),
+                            state
+                        );
                     }
                 }
                 TokenAction::Revoke { id_or_name } => {

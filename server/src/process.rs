@@ -19,7 +19,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{program} failed ({status}): {stderr}")]
-    Failed { program: String, status: String, stderr: String },
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{program} did not finish within {after:?}")]
     TimedOut { program: String, after: Duration },
     #[error("waiting for {program}")]
@@ -53,7 +57,13 @@ pub struct Cmd {
 impl Cmd {
     /// A program with a default limit of one hour.
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Self { program: program.into(), args: Vec::new(), envs: Vec::new(), run_as: None, timeout: Duration::from_secs(3600) }
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            run_as: None,
+            timeout: Duration::from_secs(3600),
+        }
     }
     /// Adds an argument (never a secret).
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -83,7 +93,10 @@ impl Cmd {
 
     /// The program's file name, for messages.
     pub fn name(&self) -> String {
-        self.program.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| self.program.display().to_string())
+        self.program
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.display().to_string())
     }
 
     fn command(&self) -> Command {
@@ -110,14 +123,31 @@ impl Cmd {
     pub async fn run(self) -> Result<String, Error> {
         let name = self.name();
         let mut c = self.command();
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = c.spawn().map_err(|source| Error::Spawn { program: name.clone(), source })?;
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().map_err(|source| Error::Spawn {
+            program: name.clone(),
+            source,
+        })?;
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Err(_) => return Err(Error::TimedOut { program: name, after: self.timeout }),
-            Ok(r) => r.map_err(|source| Error::Wait { program: name.clone(), source })?,
+            Err(_) => {
+                return Err(Error::TimedOut {
+                    program: name,
+                    after: self.timeout,
+                })
+            }
+            Ok(r) => r.map_err(|source| Error::Wait {
+                program: name.clone(),
+                source,
+            })?,
         };
         if !out.status.success() {
-            return Err(Error::Failed { program: name, status: out.status.to_string(), stderr: tail(&out.stderr) });
+            return Err(Error::Failed {
+                program: name,
+                status: out.status.to_string(),
+                stderr: tail(&out.stderr),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -126,10 +156,20 @@ impl Cmd {
     pub fn spawn(self) -> Result<Running, Error> {
         let name = self.name();
         let mut c = self.command();
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|source| Error::Spawn { program: name.clone(), source })?;
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| Error::Spawn {
+            program: name.clone(),
+            source,
+        })?;
         let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
-        Ok(Running { name, child, stderr, timeout: self.timeout })
+        Ok(Running {
+            name,
+            child,
+            stderr,
+            timeout: self.timeout,
+        })
     }
 }
 
@@ -157,16 +197,26 @@ impl Running {
         let status = match tokio::time::timeout(self.timeout, self.child.wait()).await {
             Err(_) => {
                 let _ = self.child.kill().await;
-                return Err(Error::TimedOut { program: self.name, after: self.timeout });
+                return Err(Error::TimedOut {
+                    program: self.name,
+                    after: self.timeout,
+                });
             }
-            Ok(r) => r.map_err(|source| Error::Wait { program: self.name.clone(), source })?,
+            Ok(r) => r.map_err(|source| Error::Wait {
+                program: self.name.clone(),
+                source,
+            })?,
         };
         let stderr = match self.stderr.take() {
             Some(h) => h.await.unwrap_or_default(),
             None => Vec::new(),
         };
         if !status.success() {
-            return Err(Error::Failed { program: self.name, status: status.to_string(), stderr: tail(&stderr) });
+            return Err(Error::Failed {
+                program: self.name,
+                status: status.to_string(),
+                stderr: tail(&stderr),
+            });
         }
         Ok(())
     }
@@ -210,20 +260,34 @@ mod tests {
 
     #[tokio::test]
     async fn failure_keeps_stderr_and_program_name() {
-        let err = Cmd::new("/bin/sh").args(["-c", "echo boom >&2; exit 3"]).run().await.unwrap_err();
+        let err = Cmd::new("/bin/sh")
+            .args(["-c", "echo boom >&2; exit 3"])
+            .run()
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("sh failed") && msg.contains("boom"), "{msg}");
     }
 
     #[tokio::test]
     async fn env_reaches_child_but_server_env_does_not() {
-        let out = Cmd::new("/bin/sh").args(["-c", "echo \"$PGPASSWORD:${CARGO:-unset}\""]).env("PGPASSWORD", "x1").run().await.unwrap();
+        let out = Cmd::new("/bin/sh")
+            .args(["-c", "echo \"$PGPASSWORD:${CARGO:-unset}\""])
+            .env("PGPASSWORD", "x1")
+            .run()
+            .await
+            .unwrap();
         assert_eq!(out.trim(), "x1:unset");
     }
 
     #[tokio::test]
     async fn timeout_is_enforced() {
-        let err = Cmd::new("/bin/sleep").arg("5").timeout(Duration::from_millis(100)).run().await.unwrap_err();
+        let err = Cmd::new("/bin/sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(100))
+            .run()
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::TimedOut { .. }));
     }
 }

@@ -24,7 +24,10 @@ use crate::service::{encode_cursor, Actor, Page, Services};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/instances", get(list_instances).post(create_instance))
-        .route("/api/instances/{id}", get(get_instance).delete(delete_instance))
+        .route(
+            "/api/instances/{id}",
+            get(get_instance).delete(delete_instance),
+        )
         .route("/api/images", get(list_images).post(create_image))
         .route("/api/images/{id}", get(get_image).delete(delete_image))
         .route("/api/tasks/{id}", get(get_task))
@@ -40,7 +43,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %crate::tasks::error_chain(&e), "REST request failed");
         }
         crate::metrics::METRICS.api_request("rest", e.code());
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // REST bodies are snake_case, so the field named is too.
         let field = e.field().map(snake_case);
         let body = serde_json::json!({ "error": { "code": e.code(), "message": e.public_message(), "field": field } });
@@ -70,14 +74,19 @@ fn snake_case(s: &str) -> String {
 }
 
 async fn actor(s: &Services, headers: &HeaderMap) -> ApiResult<Actor> {
-    let h = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     Ok(s.authenticate(h).await?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| {
         let field = e.to_string().split('`').nth(1).map(str::to_owned);
-        ApiError(Error::InvalidInput { field, message: format!("invalid JSON body: {e}") })
+        ApiError(Error::InvalidInput {
+            field,
+            message: format!("invalid JSON body: {e}"),
+        })
     })
 }
 
@@ -98,20 +107,14 @@ pub struct InstanceDto {
     image_type: entity::ImageType,
     storage_size_gb: i32,
     source_image_id: Option<Uuid>,
-    connection: Option<serde_json::Value>,
+    connection: Option<crate::service::instances::ConnectionInfo>,
     error: Option<String>,
     created_at: DateTime<Utc>,
 }
 
 impl From<instance::Model> for InstanceDto {
     fn from(m: instance::Model) -> Self {
-        let live = !matches!(m.state, entity::instance::InstanceState::Deleted | entity::instance::InstanceState::Deleting);
-        let connection = match (&m.host, m.port, live) {
-            (Some(h), Some(p), true) => {
-                Some(serde_json::json!({ "host": h, "port": p, "user": "postgres", "database": "postgres", "uri": format!("postgresql://postgres@{h}:{p}/postgres") }))
-            }
-            _ => None,
-        };
+        let connection = crate::service::instances::connection_of(&m);
         Self {
             id: m.id,
             name: m.name,
@@ -223,8 +226,19 @@ fn state_param<T: serde::de::DeserializeOwned>(s: &Option<String>) -> ApiResult<
     }
 }
 
-fn page_json<M, D: Serialize>(p: Page<M>, key: impl Fn(&M) -> (DateTime<Utc>, Uuid), f: impl Fn(M) -> D) -> serde_json::Value {
-    let next = if p.has_next { p.items.last().map(|m| { let (a, i) = key(m); encode_cursor(a, i) }) } else { None };
+fn page_json<M, D: Serialize>(
+    p: Page<M>,
+    key: impl Fn(&M) -> (DateTime<Utc>, Uuid),
+    f: impl Fn(M) -> D,
+) -> serde_json::Value {
+    let next = if p.has_next {
+        p.items.last().map(|m| {
+            let (a, i) = key(m);
+            encode_cursor(a, i)
+        })
+    } else {
+        None
+    };
     let items: Vec<D> = p.items.into_iter().map(f).collect();
     serde_json::json!({ "items": items, "next_cursor": next })
 }
@@ -243,7 +257,11 @@ struct CreateInstanceBody {
     image_override: Option<String>,
 }
 
-async fn create_instance(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn create_instance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let s = &st.services;
     let who = actor(s, &headers).await?;
     let b: CreateInstanceBody = parse(&body)?;
@@ -268,26 +286,51 @@ async fn create_instance(State(st): State<AppState>, headers: HeaderMap, body: B
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-async fn list_instances(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<ListParams>) -> ApiResult<Json<serde_json::Value>> {
+async fn list_instances(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListParams>,
+) -> ApiResult<Json<serde_json::Value>> {
     let s = &st.services;
     actor(s, &headers).await?;
-    let p = s.instances(q.limit, q.after.as_deref(), state_param(&q.state)?).await?;
-    Ok(Json(page_json(p, |m| (m.created_at, m.id), InstanceDto::from)))
+    let p = s
+        .instances(q.limit, q.after.as_deref(), state_param(&q.state)?)
+        .await?;
+    Ok(Json(page_json(
+        p,
+        |m| (m.created_at, m.id),
+        InstanceDto::from,
+    )))
 }
 
-async fn get_instance(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<InstanceDto>> {
+async fn get_instance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceDto>> {
     let s = &st.services;
     actor(s, &headers).await?;
     let id = parse_id(&id, "instance")?;
-    let m = s.instance(id).await?.ok_or_else(|| Error::not_found("instance", id, None))?;
+    let m = s
+        .instance(id)
+        .await?
+        .ok_or_else(|| Error::not_found("instance", id, None))?;
     Ok(Json(m.into()))
 }
 
-async fn delete_instance(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn delete_instance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let s = &st.services;
     let who = actor(s, &headers).await?;
     let t = s.delete_instance(&who, parse_id(&id, "instance")?).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "task": task_dto(s, t).await? }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": task_dto(s, t).await? })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -298,41 +341,82 @@ struct CreateImageBody {
     description: Option<String>,
 }
 
-async fn create_image(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn create_image(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let s = &st.services;
     let who = actor(s, &headers).await?;
     let b: CreateImageBody = parse(&body)?;
-    let (img, t) = s.create_image(&who, CreateImage { name: b.name, instance_id: b.instance_id, description: b.description }).await?;
+    let (img, t) = s
+        .create_image(
+            &who,
+            CreateImage {
+                name: b.name,
+                instance_id: b.instance_id,
+                description: b.description,
+            },
+        )
+        .await?;
     let body = serde_json::json!({ "image": ImageDto::from(img), "task": task_dto(s, t).await? });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-async fn list_images(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<ListParams>) -> ApiResult<Json<serde_json::Value>> {
+async fn list_images(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListParams>,
+) -> ApiResult<Json<serde_json::Value>> {
     let s = &st.services;
     actor(s, &headers).await?;
-    let p = s.images(q.limit, q.after.as_deref(), state_param(&q.state)?).await?;
+    let p = s
+        .images(q.limit, q.after.as_deref(), state_param(&q.state)?)
+        .await?;
     Ok(Json(page_json(p, |m| (m.created_at, m.id), ImageDto::from)))
 }
 
-async fn get_image(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<ImageDto>> {
+async fn get_image(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ImageDto>> {
     let s = &st.services;
     actor(s, &headers).await?;
     let id = parse_id(&id, "image")?;
-    let m = s.image(id).await?.ok_or_else(|| Error::not_found("image", id, None))?;
+    let m = s
+        .image(id)
+        .await?
+        .ok_or_else(|| Error::not_found("image", id, None))?;
     Ok(Json(m.into()))
 }
 
-async fn delete_image(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn delete_image(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let s = &st.services;
     let who = actor(s, &headers).await?;
     let t = s.delete_image(&who, parse_id(&id, "image")?).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "task": task_dto(s, t).await? }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": task_dto(s, t).await? })),
+    )
+        .into_response())
 }
 
-async fn get_task(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<TaskDto>> {
+async fn get_task(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskDto>> {
     let s = &st.services;
     actor(s, &headers).await?;
     let id = parse_id(&id, "task")?;
-    let t = s.task(id).await?.ok_or_else(|| Error::not_found("task", id, None))?;
+    let t = s
+        .task(id)
+        .await?
+        .ok_or_else(|| Error::not_found("task", id, None))?;
     Ok(Json(task_dto(s, t).await?))
 }

@@ -69,20 +69,32 @@ impl Cipher {
         if bytes.len() != 32 {
             return Err(Error::BadKey);
         }
-        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)) })
+        Ok(Self {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+        })
     }
 
     /// Loads the key file, creating it (0600, 32 random bytes) if it does not exist.
     pub fn load_or_create_key_file(path: &Path) -> Result<Self, Error> {
-        let io_err = |source| Error::KeyFile { path: path.display().to_string(), source };
+        let io_err = |source| Error::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(path) {
             Ok(s) => Self::from_base64(&s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Aes256Gcm::generate_key(OsRng);
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io_err)?;
                 f.write_all(B64.encode(key).as_bytes()).map_err(io_err)?;
                 f.sync_all().map_err(io_err)?;
-                Ok(Self { cipher: Aes256Gcm::new(&key) })
+                Ok(Self {
+                    cipher: Aes256Gcm::new(&key),
+                })
             }
             Err(e) => Err(io_err(e)),
         }
@@ -91,7 +103,10 @@ impl Cipher {
     /// Encrypts a password: base64 of a fresh 96-bit nonce followed by the ciphertext and tag.
     pub fn encrypt(&self, password: &Password) -> Result<String, Error> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ct = self.cipher.encrypt(&nonce, password.expose().as_bytes()).map_err(|_| Error::Encrypt)?;
+        let ct = self
+            .cipher
+            .encrypt(&nonce, password.expose().as_bytes())
+            .map_err(|_| Error::Encrypt)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
         Ok(B64.encode(out))
@@ -104,8 +119,13 @@ impl Cipher {
             return Err(Error::Malformed);
         }
         let (nonce, ct) = bytes.split_at(12);
-        let pt = self.cipher.decrypt(Nonce::from_slice(nonce), ct).map_err(|_| Error::Decrypt)?;
-        String::from_utf8(pt).map(Password).map_err(|_| Error::Malformed)
+        let pt = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| Error::Decrypt)?;
+        String::from_utf8(pt)
+            .map(Password)
+            .map_err(|_| Error::Malformed)
     }
 }
 

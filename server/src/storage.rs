@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::{BackoffConfig, RetryConfig};
 use std::time::Duration;
@@ -63,7 +63,10 @@ impl Error {
     /// Whether trying again may help (store outages do; bad configuration does not).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Store { source, .. } => !matches!(source, object_store::Error::NotFound { .. } | object_store::Error::NotImplemented { .. }),
+            Self::Store { source, .. } => !matches!(
+                source,
+                object_store::Error::NotFound { .. } | object_store::Error::NotImplemented { .. }
+            ),
             Self::Source { .. } => false,
             Self::LocalFile { .. } => true,
             Self::BadUrl(_) | Self::CreateDir { .. } | Self::Configure { .. } => false,
@@ -120,12 +123,17 @@ pub struct Storage {
 
 /// Azurite's well-known development account (public, documented by Microsoft).
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// Bounded retries inside object_store: the step's own retry policy handles longer outages.
 fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
         max_retries: 3,
         retry_timeout: Duration::from_secs(30),
     }
@@ -133,12 +141,19 @@ fn retry_config() -> RetryConfig {
 
 impl Storage {
     /// Opens the store a URL names; `None` means the `images/` directory under the data dir.
-    pub fn from_url(url: Option<&str>, data_dir: &Path, azure: &AzureConfig) -> Result<Self, Error> {
+    pub fn from_url(
+        url: Option<&str>,
+        data_dir: &Path,
+        azure: &AzureConfig,
+    ) -> Result<Self, Error> {
         let dir = match url {
             None => data_dir.join("images"),
             Some(u) if u.starts_with("file://") => PathBuf::from(&u["file://".len()..]),
             Some(u) if u.starts_with("az://") || u.starts_with("azure://") => {
-                let container = u.split_once("://").map(|(_, c)| c.trim_end_matches('/')).unwrap_or_default();
+                let container = u
+                    .split_once("://")
+                    .map(|(_, c)| c.trim_end_matches('/'))
+                    .unwrap_or_default();
                 if container.is_empty() || container.contains('/') {
                     return Err(Error::BadUrl(u.to_owned()));
                 }
@@ -146,7 +161,10 @@ impl Storage {
                     .with_container_name(container)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(|source| Error::Configure { store: "azure", source })?;
+                    .map_err(|source| Error::Configure {
+                        store: "azure",
+                        source,
+                    })?;
                 return Ok(Self {
                     store: Arc::new(store),
                     kind: "az",
@@ -164,18 +182,42 @@ impl Storage {
                     .with_bucket_name(bucket)
                     .with_retry(retry_config())
                     .build()
-                    .map_err(|source| Error::Configure { store: "s3", source })?;
-                return Ok(Self { store: Arc::new(store), kind: "s3", container: bucket.to_owned(), local_root: None, azure: None });
+                    .map_err(|source| Error::Configure {
+                        store: "s3",
+                        source,
+                    })?;
+                return Ok(Self {
+                    store: Arc::new(store),
+                    kind: "s3",
+                    container: bucket.to_owned(),
+                    local_root: None,
+                    azure: None,
+                });
             }
             Some(u) if u.contains("://") => return Err(Error::BadUrl(u.to_owned())),
             Some(u) => PathBuf::from(u),
         };
-        std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir { path: dir.display().to_string(), source })?;
-        let dir = std::fs::canonicalize(&dir).map_err(|source| Error::CreateDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let dir = std::fs::canonicalize(&dir).map_err(|source| Error::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let fs = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|source| Error::Store { key: dir.display().to_string(), source })?
+            .map_err(|source| Error::Store {
+                key: dir.display().to_string(),
+                source,
+            })?
             .with_automatic_cleanup(true);
-        Ok(Self { store: Arc::new(fs), kind: "file", container: dir.display().to_string(), local_root: Some(dir), azure: None })
+        Ok(Self {
+            store: Arc::new(fs),
+            kind: "file",
+            container: dir.display().to_string(),
+            local_root: Some(dir),
+            azure: None,
+        })
     }
 
     /// Creates the Azure container if it does not exist (a no-op for other stores, and for Azure
@@ -183,18 +225,44 @@ impl Storage {
     pub async fn ensure_container(&self) -> Result<(), Error> {
         let Some(az) = &self.azure else { return Ok(()) };
         let (base, account, key) = if az.azure_use_emulator {
-            let account = az.azure_account.clone().unwrap_or_else(|| AZURITE_ACCOUNT.to_owned());
-            let url = az.azurite_url.clone().unwrap_or_else(|| "http://127.0.0.1:10000".to_owned());
-            let key = az.azure_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_else(|| AZURITE_KEY.to_owned());
-            (format!("{}/{account}", url.trim_end_matches('/')), account, key)
+            let account = az
+                .azure_account
+                .clone()
+                .unwrap_or_else(|| AZURITE_ACCOUNT.to_owned());
+            let url = az
+                .azurite_url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:10000".to_owned());
+            let key = az
+                .azure_key
+                .as_ref()
+                .map(|k| k.expose().to_owned())
+                .unwrap_or_else(|| AZURITE_KEY.to_owned());
+            (
+                format!("{}/{account}", url.trim_end_matches('/')),
+                account,
+                key,
+            )
         } else {
-            let (Some(account), Some(key)) = (az.azure_account.clone(), az.azure_key.as_ref()) else {
+            let (Some(account), Some(key)) = (az.azure_account.clone(), az.azure_key.as_ref())
+            else {
                 tracing::info!(container = %self.container, "no account key: assuming the Azure container exists");
                 return Ok(());
             };
-            (format!("https://{account}.blob.core.windows.net"), account, key.expose().to_owned())
+            (
+                format!("https://{account}.blob.core.windows.net"),
+                account,
+                key.expose().to_owned(),
+            )
         };
-        azure::create_container(&base, &account, &key, &self.container, az.azure_use_emulator).await
+        azure::create_container(
+            &base,
+            &account,
+            &key,
+            &self.container,
+            az.azure_use_emulator,
+        )
+        .await
     }
 
     /// The store kind recorded on images (`file`, `az`, `s3`).
@@ -209,18 +277,30 @@ impl Storage {
 
     /// Streams `reader` into the object `key` as a multipart upload, hashing as it goes;
     /// `on_bytes` is called with the running total. On any failure the upload is aborted.
-    pub async fn put_stream<R, F>(&self, key: &ObjectPath, mut reader: R, mut on_bytes: F) -> Result<Transferred, Error>
+    pub async fn put_stream<R, F>(
+        &self,
+        key: &ObjectPath,
+        mut reader: R,
+        mut on_bytes: F,
+    ) -> Result<Transferred, Error>
     where
         R: AsyncRead + Unpin,
         F: FnMut(u64),
     {
-        let mut w = BufWriter::with_capacity(Arc::clone(&self.store), key.clone(), 8 * 1024 * 1024).with_max_concurrency(4);
+        let mut w = BufWriter::with_capacity(Arc::clone(&self.store), key.clone(), 8 * 1024 * 1024)
+            .with_max_concurrency(4);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         let res: Result<(), Error> = async {
             loop {
-                let n = reader.read(&mut buf).await.map_err(|source| Error::Source { key: key.to_string(), source })?;
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| Error::Source {
+                        key: key.to_string(),
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -239,39 +319,74 @@ impl Storage {
         // A failed shutdown has already given up the upload; BufWriter must not be aborted
         // after it (it panics), and the caller deletes the image prefix anyway.
         w.shutdown().await.map_err(|e| store_io(key, e))?;
-        Ok(Transferred { size, sha256: hex::encode(hasher.finalize()) })
+        Ok(Transferred {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// Writes a small object in one request.
     pub async fn put_bytes(&self, key: &ObjectPath, bytes: Bytes) -> Result<Transferred, Error> {
-        let t = Transferred { size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) };
-        self.store.put(key, PutPayload::from(bytes)).await.map_err(|source| Error::Store { key: key.to_string(), source })?;
+        let t = Transferred {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        };
+        self.store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|source| Error::Store {
+                key: key.to_string(),
+                source,
+            })?;
         Ok(t)
     }
 
     /// Reads a small object whole.
     pub async fn get_bytes(&self, key: &ObjectPath) -> Result<Bytes, Error> {
-        let r = self.store.get(key).await.map_err(|source| Error::Store { key: key.to_string(), source })?;
-        r.bytes().await.map_err(|source| Error::Store { key: key.to_string(), source })
+        let r = self.store.get(key).await.map_err(|source| Error::Store {
+            key: key.to_string(),
+            source,
+        })?;
+        r.bytes().await.map_err(|source| Error::Store {
+            key: key.to_string(),
+            source,
+        })
     }
 
     /// Downloads an object to a local file, hashing as it goes.
-    pub async fn get_to_file<F: FnMut(u64)>(&self, key: &ObjectPath, dest: &Path, mut on_bytes: F) -> Result<Transferred, Error> {
-        let local = |source| Error::LocalFile { path: dest.display().to_string(), source };
-        let r = self.store.get(key).await.map_err(|source| Error::Store { key: key.to_string(), source })?;
+    pub async fn get_to_file<F: FnMut(u64)>(
+        &self,
+        key: &ObjectPath,
+        dest: &Path,
+        mut on_bytes: F,
+    ) -> Result<Transferred, Error> {
+        let local = |source| Error::LocalFile {
+            path: dest.display().to_string(),
+            source,
+        };
+        let r = self.store.get(key).await.map_err(|source| Error::Store {
+            key: key.to_string(),
+            source,
+        })?;
         let mut stream = r.into_stream();
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| Error::Store { key: key.to_string(), source })?;
+            let chunk = chunk.map_err(|source| Error::Store {
+                key: key.to_string(),
+                source,
+            })?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(local)?;
             on_bytes(size);
         }
         file.flush().await.map_err(local)?;
-        Ok(Transferred { size, sha256: hex::encode(hasher.finalize()) })
+        Ok(Transferred {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// Lists every object key under `prefix`.
@@ -279,7 +394,13 @@ impl Storage {
         let mut out = Vec::new();
         let mut s = self.store.list(Some(prefix));
         while let Some(m) = s.next().await {
-            out.push(m.map_err(|source| Error::Store { key: prefix.to_string(), source })?.location);
+            out.push(
+                m.map_err(|source| Error::Store {
+                    key: prefix.to_string(),
+                    source,
+                })?
+                .location,
+            );
         }
         Ok(out)
     }
@@ -292,7 +413,12 @@ impl Storage {
         for k in keys {
             match self.store.delete(&k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(Error::Store { key: k.to_string(), source }),
+                Err(source) => {
+                    return Err(Error::Store {
+                        key: k.to_string(),
+                        source,
+                    })
+                }
             }
         }
         if let Some(root) = &self.local_root {
@@ -300,7 +426,12 @@ impl Storage {
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::LocalFile { path: dir.display().to_string(), source }),
+                Err(source) => {
+                    return Err(Error::LocalFile {
+                        path: dir.display().to_string(),
+                        source,
+                    })
+                }
             }
         }
         Ok(n)
@@ -309,12 +440,27 @@ impl Storage {
 
 fn store_io(key: &ObjectPath, e: std::io::Error) -> Error {
     // object_store's BufWriter reports store failures as io::Error wrapping object_store::Error.
-    match e.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
-        Some(Ok(source)) => Error::Store { key: key.to_string(), source: *source },
-        Some(Err(other)) => Error::Store { key: key.to_string(), source: object_store::Error::Generic { store: "buffered", source: other } },
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<object_store::Error>())
+    {
+        Some(Ok(source)) => Error::Store {
+            key: key.to_string(),
+            source: *source,
+        },
+        Some(Err(other)) => Error::Store {
+            key: key.to_string(),
+            source: object_store::Error::Generic {
+                store: "buffered",
+                source: other,
+            },
+        },
         None => Error::Store {
             key: key.to_string(),
-            source: object_store::Error::Generic { store: "buffered", source: "write failed".into() },
+            source: object_store::Error::Generic {
+                store: "buffered",
+                source: "write failed".into(),
+            },
         },
     }
 }
@@ -330,17 +476,27 @@ mod tests {
         let keys = ImageKeys::new(Uuid::new_v4());
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut seen = 0;
-        let up = s.put_stream(&keys.database(0), &data[..], |n| seen = n).await.unwrap();
+        let up = s
+            .put_stream(&keys.database(0), &data[..], |n| seen = n)
+            .await
+            .unwrap();
         assert_eq!(up.size, data.len() as u64);
         assert_eq!(seen, data.len() as u64);
         assert_eq!(up.sha256, hex::encode(Sha256::digest(&data)));
         let dest = dir.path().join("down");
-        let down = s.get_to_file(&keys.database(0), &dest, |_| {}).await.unwrap();
+        let down = s
+            .get_to_file(&keys.database(0), &dest, |_| {})
+            .await
+            .unwrap();
         assert_eq!(down, up);
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert_eq!(s.delete_prefix(&keys.prefix()).await.unwrap(), 1);
         assert!(s.list(&keys.prefix()).await.unwrap().is_empty());
-        assert!(!dir.path().join("images/images").join(keys.prefix().as_ref()).exists());
+        assert!(!dir
+            .path()
+            .join("images/images")
+            .join(keys.prefix().as_ref())
+            .exists());
     }
 }
 
@@ -357,14 +513,34 @@ mod azure {
     const VERSION: &str = "2021-08-06";
 
     /// PUT `{base}/{container}?restype=container`; an existing container is fine.
-    pub async fn create_container(base: &str, account: &str, key: &str, container: &str, emulator: bool) -> Result<(), Error> {
-        let err = |message: String| Error::CreateContainer { container: container.to_owned(), message };
-        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    pub async fn create_container(
+        base: &str,
+        account: &str,
+        key: &str,
+        container: &str,
+        emulator: bool,
+    ) -> Result<(), Error> {
+        let err = |message: String| Error::CreateContainer {
+            container: container.to_owned(),
+            message,
+        };
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
         // Path-style (emulator) URLs carry the account in the path, so it appears twice here.
-        let resource = if emulator { format!("/{account}/{account}/{container}\nrestype:container") } else { format!("/{account}/{container}\nrestype:container") };
-        let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n{resource}");
-        let key = B64.decode(key).map_err(|_| err("the account key is not base64".into()))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| err("bad account key".into()))?;
+        let resource = if emulator {
+            format!("/{account}/{account}/{container}\nrestype:container")
+        } else {
+            format!("/{account}/{container}\nrestype:container")
+        };
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{VERSION}\n{resource}"
+        );
+        let key = B64
+            .decode(key)
+            .map_err(|_| err("the account key is not base64".into()))?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&key).map_err(|_| err("bad account key".into()))?;
         mac.update(to_sign.as_bytes());
         let sig = B64.encode(mac.finalize().into_bytes());
         let resp = reqwest::Client::new()
@@ -378,7 +554,10 @@ mod azure {
             .map_err(|e| err(crate::tasks::error_chain(&e)))?;
         match resp.status().as_u16() {
             201 | 409 => Ok(()),
-            s => Err(err(format!("HTTP {s}: {}", resp.text().await.unwrap_or_default()))),
+            s => Err(err(format!(
+                "HTTP {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ))),
         }
     }
 }

@@ -16,12 +16,28 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The restore's steps as SPEC.md names them, in order (what users see).
+pub const RESTORE_STEPS: [&str; 9] = [
+    "fetch_image",
+    "get_source_password",
+    "create_volume",
+    "run_restore_job",
+    "wait_restore_job",
+    "deploy_postgres_from_volume",
+    "wait_ready",
+    "get_connection_strings",
+    "test_connection",
+];
+
 /// Where the installed PostgreSQL binaries are.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A fresh directory every OS user can traverse (PostgreSQL runs as `postgres` when tests are root).
 pub fn temp_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("sg-").tempdir_in("/tmp").unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("sg-")
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
@@ -33,8 +49,16 @@ pub fn snapgres_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> → target/<profile>/snapgres
-    let p = exe.parent().and_then(Path::parent).unwrap().join("snapgres");
-    assert!(p.exists(), "{} not built: run `cargo build -p snapgres` first", p.display());
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("snapgres");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build -p snapgres` first",
+        p.display()
+    );
     p
 }
 
@@ -60,7 +84,10 @@ impl Server {
     pub async fn start_on(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Result<Self> {
         let token = "e2e-admin-token-0123456789".to_owned();
         let log = data_dir.with_extension(format!("log{}", std::process::id()));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut cmd = Command::new(snapgres_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -91,7 +118,15 @@ impl Server {
         .map_err(|_| anyhow!("snapgres did not start within 60 s"))??;
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child: Some(child), url, token, data_dir: data_dir.to_owned(), log, http: reqwest::Client::new(), responses: Default::default() })
+        Ok(Self {
+            child: Some(child),
+            url,
+            token,
+            data_dir: data_dir.to_owned(),
+            log,
+            http: reqwest::Client::new(),
+            responses: Default::default(),
+        })
     }
 
     /// The server's pid.
@@ -100,8 +135,16 @@ impl Server {
     }
 
     /// Runs a GraphQL operation with the admin token; returns the whole response.
-    pub async fn gql_raw(&self, query: &str, variables: Value, token: Option<&str>) -> Result<(u16, Value)> {
-        let mut req = self.http.post(format!("{}/graphql", self.url)).json(&json!({ "query": query, "variables": variables }));
+    pub async fn gql_raw(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -116,7 +159,9 @@ impl Server {
 
     /// Runs a GraphQL operation and returns `data`, failing on any error.
     pub async fn gql(&self, query: &str, variables: Value) -> Result<Value> {
-        let (_, v) = self.gql_raw(query, variables, Some(&self.token.clone())).await?;
+        let (_, v) = self
+            .gql_raw(query, variables, Some(&self.token.clone()))
+            .await?;
         if let Some(errs) = v.get("errors") {
             bail!("GraphQL errors: {errs}");
         }
@@ -131,7 +176,10 @@ impl Server {
                 .gql("query($id: UUID!) { task(id: $id) { id kind state error attempt steps { name state attempt error done total unit } logs { level message } } }", json!({ "id": id }))
                 .await?;
             let t = d["task"].clone();
-            if matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+            if matches!(
+                t["state"].as_str(),
+                Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+            ) {
                 return Ok(t);
             }
             if start.elapsed() > limit {
@@ -152,9 +200,15 @@ impl Server {
     pub async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
-            if tokio::time::timeout(Duration::from_secs(60), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(60), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }
@@ -170,11 +224,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(c) = &self.child {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
                 // Give it a moment to stop its instances.
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
-                    if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+                    if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.contains(") Z "))
+                    {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -187,7 +246,9 @@ impl Drop for Server {
 
 /// Stops every PostgreSQL cluster under `dir` (by its postmaster.pid, through pg_ctl).
 pub fn stop_clusters_under(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let pgdata = e.path().join("pgdata");
         if pgdata.join("postmaster.pid").exists() {
@@ -197,7 +258,13 @@ pub fn stop_clusters_under(dir: &Path) {
             } else {
                 c = std::process::Command::new("env");
             }
-            let _ = c.arg(format!("{PG_BIN}/pg_ctl")).args(["stop", "-m", "immediate", "-D"]).arg(&pgdata).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = c
+                .arg(format!("{PG_BIN}/pg_ctl"))
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(&pgdata)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -209,18 +276,28 @@ pub fn is_root() -> bool {
 
 /// One graphql-transport-ws subscription.
 pub struct Subscription {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Subscription {
     /// Connects to `/graphql/ws`, authenticates in `connection_init`, and subscribes.
-    pub async fn start(server: &Server, token: &str, query: &str, variables: Value) -> Result<Self> {
+    pub async fn start(
+        server: &Server,
+        token: &str,
+        query: &str,
+        variables: Value,
+    ) -> Result<Self> {
         let ws_url = format!("{}/graphql/ws", server.url.replacen("http://", "ws://", 1));
         let mut req = ws_url.into_client_request()?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
         ws.send(Message::text(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }).to_string())).await?;
-        let ack = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.ok_or_else(|| anyhow!("socket closed before ack"))??;
+        let ack = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await?
+            .ok_or_else(|| anyhow!("socket closed before ack"))??;
         let ack: Value = serde_json::from_str(ack.to_text()?)?;
         if ack["type"] != "connection_ack" {
             bail!("expected connection_ack, got {ack}");
@@ -232,7 +309,9 @@ impl Subscription {
     /// The `data` of the next `next` message; `None` after `complete`. Errors on an `error` message.
     pub async fn next(&mut self, limit: Duration) -> Result<Option<Value>> {
         loop {
-            let msg = tokio::time::timeout(limit, self.ws.next()).await.map_err(|_| anyhow!("no subscription message within {limit:?}"))?;
+            let msg = tokio::time::timeout(limit, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no subscription message within {limit:?}"))?;
             let Some(msg) = msg else { return Ok(None) };
             let msg = msg?;
             let text = match msg {
@@ -251,7 +330,9 @@ impl Subscription {
                 Some("complete") => return Ok(None),
                 Some("error") => bail!("subscription error: {}", v["payload"]),
                 Some("ping") => {
-                    self.ws.send(Message::text(json!({ "type": "pong" }).to_string())).await?;
+                    self.ws
+                        .send(Message::text(json!({ "type": "pong" }).to_string()))
+                        .await?;
                 }
                 _ => {}
             }
@@ -283,17 +364,42 @@ impl TempPg {
         std::fs::create_dir(&pgdata)?;
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         if is_root() {
-            let u = nix::unistd::User::from_name("postgres")?.ok_or_else(|| anyhow!("no postgres user"))?;
+            let u = nix::unistd::User::from_name("postgres")?
+                .ok_or_else(|| anyhow!("no postgres user"))?;
             std::os::unix::fs::chown(&pgdata, Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
             std::os::unix::fs::chown(dir.path(), Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
         }
-        let out = pg_cmd("initdb").args(["-N", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "-D"]).arg(&pgdata).output()?;
+        let out = pg_cmd("initdb")
+            .args([
+                "-N",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-D",
+            ])
+            .arg(&pgdata)
+            .output()?;
         if !out.status.success() {
             bail!("initdb: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let opts = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off");
-        let out = pg_cmd("pg_ctl").args(["start", "-w", "-D"]).arg(&pgdata).arg("-l").arg(dir.path().join("log")).arg("-o").arg(opts).output()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
+        );
+        let out = pg_cmd("pg_ctl")
+            .args(["start", "-w", "-D"])
+            .arg(&pgdata)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .arg("-o")
+            .arg(opts)
+            .output()?;
         if !out.status.success() {
             bail!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -308,14 +414,29 @@ impl TempPg {
 
 impl Drop for TempPg {
     fn drop(&mut self) {
-        let _ = pg_cmd("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(self.dir.path().join("pgdata")).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = pg_cmd("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("pgdata"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 /// Connects to a Snapgres-managed instance with a password.
-pub async fn connect(host: &str, port: u16, db: &str, password: &str) -> Result<sea_orm::sqlx::PgConnection> {
+pub async fn connect(
+    host: &str,
+    port: u16,
+    db: &str,
+    password: &str,
+) -> Result<sea_orm::sqlx::PgConnection> {
     use sea_orm::sqlx::Connection;
-    let opts = sea_orm::sqlx::postgres::PgConnectOptions::new().host(host).port(port).username("postgres").password(password).database(db);
+    let opts = sea_orm::sqlx::postgres::PgConnectOptions::new()
+        .host(host)
+        .port(port)
+        .username("postgres")
+        .password(password)
+        .database(db);
     Ok(sea_orm::sqlx::PgConnection::connect_with(&opts).await?)
 }
 
@@ -337,7 +458,9 @@ pub fn all_command_lines() -> String {
 pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -368,7 +491,8 @@ fn azurite_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let tools = std::env::var("SNAPGRES_TOOLS_DIR").unwrap_or_else(|_| format!("{home}/.cache/snapgres-tools"));
+    let tools = std::env::var("SNAPGRES_TOOLS_DIR")
+        .unwrap_or_else(|_| format!("{home}/.cache/snapgres-tools"));
     let cached = PathBuf::from(tools).join("azurite/node_modules/.bin/azurite-blob");
     if cached.exists() {
         return Ok(cached);
@@ -385,8 +509,14 @@ fn azurite_bin() -> Result<PathBuf> {
 impl Azurite {
     /// Starts Azurite on a free port with a fresh storage directory.
     pub async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut a = Self { child: None, port, dir: tempfile::tempdir()? };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut a = Self {
+            child: None,
+            port,
+            dir: tempfile::tempdir()?,
+        };
         a.resume().await?;
         Ok(a)
     }
@@ -394,9 +524,20 @@ impl Azurite {
     /// (Re)starts the process on the same port and storage directory.
     pub async fn resume(&mut self) -> Result<()> {
         let child = Command::new(azurite_bin()?)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string(), "--location"])
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &self.port.to_string(),
+                "--location",
+            ])
             .arg(self.dir.path())
-            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"])
+            .args([
+                "--skipApiVersionCheck",
+                "--loose",
+                "--disableTelemetry",
+                "--silent",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -404,7 +545,10 @@ impl Azurite {
             .context("starting azurite-blob")?;
         self.child = Some(child);
         let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
             if start.elapsed() > Duration::from_secs(30) {
                 bail!("Azurite did not listen within 30 s");
             }
@@ -418,9 +562,15 @@ impl Azurite {
     pub async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
-            if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }
@@ -429,9 +579,15 @@ impl Azurite {
     /// Environment for a Snapgres server storing images here.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("SNAPGRES_STORAGE_URL".into(), format!("az://{AZ_CONTAINER}")),
+            (
+                "SNAPGRES_STORAGE_URL".into(),
+                format!("az://{AZ_CONTAINER}"),
+            ),
             ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
-            ("AZURITE_BLOB_STORAGE_URL".into(), format!("http://127.0.0.1:{}", self.port)),
+            (
+                "AZURITE_BLOB_STORAGE_URL".into(),
+                format!("http://127.0.0.1:{}", self.port),
+            ),
         ]
     }
 

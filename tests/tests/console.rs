@@ -14,21 +14,16 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use snapgres_e2e::*;
 
-const RESTORE_STEPS: [&str; 9] = [
-    "fetch_image",
-    "get_source_password",
-    "create_volume",
-    "run_restore_job",
-    "wait_restore_job",
-    "deploy_postgres_from_volume",
-    "wait_ready",
-    "get_connection_strings",
-    "test_connection",
-];
-
 fn console_dir() -> PathBuf {
-    let d = PathBuf::from(std::env::var("SNAPGRES_CONSOLE_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").to_owned()));
-    assert!(d.join("index.html").exists(), "the console is not built at {}: scripts/test builds it with trunk", d.display());
+    let d = PathBuf::from(
+        std::env::var("SNAPGRES_CONSOLE_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist").to_owned()),
+    );
+    assert!(
+        d.join("index.html").exists(),
+        "the console is not built at {}: scripts/test builds it with trunk",
+        d.display()
+    );
     d
 }
 
@@ -41,7 +36,12 @@ fn screenshot_dir() -> PathBuf {
 }
 
 async fn wait_css(c: &Client, css: &str, limit: Duration) -> Result<fantoccini::elements::Element> {
-    c.wait().at_most(limit).every(Duration::from_millis(100)).for_element(Locator::Css(css)).await.with_context(|| format!("waiting for {css}"))
+    c.wait()
+        .at_most(limit)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::Css(css))
+        .await
+        .with_context(|| format!("waiting for {css}"))
 }
 
 async fn fill(c: &Client, css: &str, text: &str) -> Result<()> {
@@ -74,30 +74,62 @@ async fn journey(c: &Client, s: &Server) -> Result<()> {
     let shots = screenshot_dir();
     c.goto(&format!("{}/signin", s.url)).await?;
     fill(c, "#token", &s.token).await?;
-    c.find(Locator::Css("button[type=submit]")).await?.click().await?;
-    wait_css(c, "a.button[href='/instances/new']", Duration::from_secs(15)).await?.click().await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    wait_css(
+        c,
+        "a.button[href='/instances/new']",
+        Duration::from_secs(15),
+    )
+    .await?
+    .click()
+    .await?;
 
     fill(c, "#new-name", "web-src").await?;
     fill(c, "#new-password", "web-console-pw-1").await?;
-    c.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
     wait_css(c, "ol.steps li", Duration::from_secs(15)).await?;
     task_done(c, Duration::from_secs(120)).await?;
 
     c.goto(&format!("{}/", s.url)).await?;
-    fill(c, "tr[data-instance='web-src'] input[name='image-name']", "web-img").await?;
-    c.find(Locator::Css("tr[data-instance='web-src'] button[type=submit]")).await?.click().await?;
+    fill(
+        c,
+        "tr[data-instance='web-src'] input[name='image-name']",
+        "web-img",
+    )
+    .await?;
+    c.find(Locator::Css(
+        "tr[data-instance='web-src'] button[type=submit]",
+    ))
+    .await?
+    .click()
+    .await?;
     wait_css(c, "ol.steps li", Duration::from_secs(15)).await?;
     task_done(c, Duration::from_secs(120)).await?;
 
     c.goto(&format!("{}/images", s.url)).await?;
-    let restore = wait_css(c, "tr[data-image='web-img'] a.button", Duration::from_secs(15)).await?;
+    let restore = wait_css(
+        c,
+        "tr[data-image='web-img'] a.button",
+        Duration::from_secs(15),
+    )
+    .await?;
     std::fs::write(shots.join("images-page.png"), c.screenshot().await?)?;
     restore.click().await?;
     fill(c, "#restore-name", "web-copy").await?;
-    c.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
     wait_css(c, "ol.steps li", Duration::from_secs(15)).await?;
     // A marker that a page reload would wipe.
-    c.execute("window.__noReload = true; return true;", vec![]).await?;
+    c.execute("window.__noReload = true; return true;", vec![])
+        .await?;
     let mut seen_unfinished = false;
     let start = Instant::now();
     loop {
@@ -119,31 +151,72 @@ async fn journey(c: &Client, s: &Server) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     task_done(c, Duration::from_secs(10)).await?;
-    assert!(seen_unfinished, "steps were seen before they finished, i.e. they changed live");
-    assert_eq!(c.execute("return window.__noReload === true;", vec![]).await?, json!(true), "no reload happened");
+    assert!(
+        seen_unfinished,
+        "steps were seen before they finished, i.e. they changed live"
+    );
+    assert_eq!(
+        c.execute("return window.__noReload === true;", vec![])
+            .await?,
+        json!(true),
+        "no reload happened"
+    );
     let log = c.find(Locator::Css("pre.log")).await?.text().await?;
-    assert!(log.contains("source image's password"), "the log tail shows the task's lines: {log:?}");
+    assert!(
+        log.contains("source image's password"),
+        "the log tail shows the task's lines: {log:?}"
+    );
     std::fs::write(shots.join("restore-task-page.png"), c.screenshot().await?)?;
 
     c.goto(&format!("{}/", s.url)).await?;
-    let badge = wait_css(c, "tr[data-instance='web-copy'] .badge", Duration::from_secs(15)).await?;
+    let badge = wait_css(
+        c,
+        "tr[data-instance='web-copy'] .badge",
+        Duration::from_secs(15),
+    )
+    .await?;
     assert_eq!(badge.text().await?, "running");
 
     // Leave the live tasks list open for the server restart below.
     c.goto(&format!("{}/tasks", s.url)).await?;
     wait_css(c, "table tbody tr", Duration::from_secs(15)).await?;
-    c.execute("window.__noReload = true; return true;", vec![]).await?;
+    c.execute("window.__noReload = true; return true;", vec![])
+        .await?;
     Ok(())
 }
 
 /// After a server restart, the open tasks page picks up a new task without a reload.
 async fn after_restart(c: &Client, s: &Server) -> Result<()> {
-    let d = s.gql("{ instances(first: 10) { nodes { id name } } }", json!({})).await?;
-    let src = d["instances"]["nodes"].as_array().unwrap().iter().find(|i| i["name"] == "web-src").unwrap()["id"].clone();
-    let d = s.gql("mutation($i: CreateImageInput!) { createImage(input: $i) { task { id } } }", json!({ "i": { "name": "after-restart", "instanceId": src } })).await?;
+    let d = s
+        .gql("{ instances(first: 10) { nodes { id name } } }", json!({}))
+        .await?;
+    let src = d["instances"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "web-src")
+        .unwrap()["id"]
+        .clone();
+    let d = s
+        .gql(
+            "mutation($i: CreateImageInput!) { createImage(input: $i) { task { id } } }",
+            json!({ "i": { "name": "after-restart", "instanceId": src } }),
+        )
+        .await?;
     let task = d["createImage"]["task"]["id"].as_str().unwrap().to_owned();
-    wait_css(c, &format!("a[href='/tasks/{task}']"), Duration::from_secs(30)).await.context("the tasks page reconnected and shows the new task")?;
-    assert_eq!(c.execute("return window.__noReload === true;", vec![]).await?, json!(true), "no reload happened");
+    wait_css(
+        c,
+        &format!("a[href='/tasks/{task}']"),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("the tasks page reconnected and shows the new task")?;
+    assert_eq!(
+        c.execute("return window.__noReload === true;", vec![])
+            .await?,
+        json!(true),
+        "no reload happened"
+    );
     Ok(())
 }
 
@@ -152,17 +225,27 @@ async fn restore_from_the_console_with_live_steps() {
     let console = console_dir();
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let env = [("SNAPGRES_CONSOLE_DIR", console.to_str().unwrap())];
     let mut s = Server::start_on(&data, http_port, &env).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut driver = tokio::process::Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver (apt chromium-driver) must be installed");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut driver = tokio::process::Command::new(
+        std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
+    )
+    .arg(format!("--port={port}"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("chromedriver (apt chromium-driver) must be installed");
     let profile = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -172,9 +255,15 @@ async fn restore_from_the_console_with_live_steps() {
     );
     let start = Instant::now();
     let client = loop {
-        match ClientBuilder::native().capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::native()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(c) => break c,
-            Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("cannot reach chromedriver: {e}"),
+            Err(e) if start.elapsed() > Duration::from_secs(20) => {
+                panic!("cannot reach chromedriver: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };

@@ -14,11 +14,20 @@ use snapgres_e2e::*;
 const PW: &str = "fidelity-source-pw";
 
 async fn exec(c: &mut sqlx::PgConnection, sql: &'static str) {
-    sqlx::raw_sql(sql).execute(&mut *c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(sql)
+        .execute(&mut *c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 async fn strings(c: &mut sqlx::PgConnection, sql: String) -> Vec<String> {
-    sqlx::query(AssertSqlSafe(sql.clone())).fetch_all(&mut *c).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get::<Option<String>, _>(0).unwrap_or_default()).collect()
+    sqlx::query(AssertSqlSafe(sql.clone()))
+        .fetch_all(&mut *c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<Option<String>, _>(0).unwrap_or_default())
+        .collect()
 }
 
 const CLUSTER_CHECKS: [&str; 4] = [
@@ -60,7 +69,11 @@ async fn cluster_facts(port: u16) -> Vec<(String, Vec<String>)> {
     for q in CLUSTER_CHECKS {
         out.push((q.to_owned(), strings(&mut c, q.to_owned()).await));
     }
-    let dbs = strings(&mut c, "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1".into()).await;
+    let dbs = strings(
+        &mut c,
+        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1".into(),
+    )
+    .await;
     for db in dbs {
         for (q, v) in database_facts(port, &db).await {
             out.push((format!("[{db}] {q}"), v));
@@ -121,34 +134,99 @@ async fn round_trip(env: Vec<(String, String)>, azurite: Option<&Azurite>) {
     let data = dir.path().join("data");
     let s = start_with(&data, &env).await.unwrap();
     let d = s.gql("mutation($i: CreateInstanceInput!) { createInstance(input: $i) { instance { id } task { id } } }", json!({ "i": { "name": "varied", "password": PW } })).await.unwrap();
-    let t = s.wait_task(d["createInstance"]["task"]["id"].as_str().unwrap(), Duration::from_secs(120)).await.unwrap();
+    let t = s
+        .wait_task(
+            d["createInstance"]["task"]["id"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
     assert_eq!(t["state"], "SUCCEEDED", "{t}");
-    let src = d["createInstance"]["instance"]["id"].as_str().unwrap().to_owned();
-    let i = s.gql("query($id: UUID!) { instance(id: $id) { connection { port } } }", json!({ "id": src })).await.unwrap();
+    let src = d["createInstance"]["instance"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let i = s
+        .gql(
+            "query($id: UUID!) { instance(id: $id) { connection { port } } }",
+            json!({ "id": src }),
+        )
+        .await
+        .unwrap();
     let src_port = i["instance"]["connection"]["port"].as_u64().unwrap() as u16;
     build_source(src_port).await;
     let before = cluster_facts(src_port).await;
 
     let d = s.gql("mutation($i: CreateImageInput!) { createImage(input: $i) { image { id } task { id } } }", json!({ "i": { "name": "varied-1", "instanceId": src } })).await.unwrap();
-    let t = s.wait_task(d["createImage"]["task"]["id"].as_str().unwrap(), Duration::from_secs(180)).await.unwrap();
+    let t = s
+        .wait_task(
+            d["createImage"]["task"]["id"].as_str().unwrap(),
+            Duration::from_secs(180),
+        )
+        .await
+        .unwrap();
     assert_eq!(t["state"], "SUCCEEDED", "{t}");
     let image_id = d["createImage"]["image"]["id"].as_str().unwrap().to_owned();
-    let img = s.gql("query($id: UUID!) { image(id: $id) { databases location } }", json!({ "id": image_id })).await.unwrap();
-    assert_eq!(img["image"]["databases"], json!(["empty_db", "postgres", "shop"]));
+    let img = s
+        .gql(
+            "query($id: UUID!) { image(id: $id) { databases location } }",
+            json!({ "id": image_id }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        img["image"]["databases"],
+        json!(["empty_db", "postgres", "shop"])
+    );
     if let Some(az) = azurite {
-        assert!(img["image"]["location"].as_str().unwrap().starts_with("az:"), "{img}");
+        assert!(
+            img["image"]["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("az:"),
+            "{img}"
+        );
         let keys = az.keys(&format!("images/{image_id}")).await.unwrap();
-        let expected: Vec<String> = ["databases/0000.dump", "databases/0001.dump", "databases/0002.dump", "globals.sql", "manifest.json"].iter().map(|k| format!("images/{image_id}/{k}")).collect();
+        let expected: Vec<String> = [
+            "databases/0000.dump",
+            "databases/0001.dump",
+            "databases/0002.dump",
+            "globals.sql",
+            "manifest.json",
+        ]
+        .iter()
+        .map(|k| format!("images/{image_id}/{k}"))
+        .collect();
         assert_eq!(keys, expected);
-        assert!(!data.join("images/images").exists(), "nothing went to the directory store");
+        assert!(
+            !data.join("images/images").exists(),
+            "nothing went to the directory store"
+        );
     }
 
     let d = s.gql("mutation($i: CreateInstanceInput!) { createInstance(input: $i) { instance { id } task { id } } }", json!({ "i": { "name": "varied-copy", "sourceImageId": image_id } })).await.unwrap();
-    let t = s.wait_task(d["createInstance"]["task"]["id"].as_str().unwrap(), Duration::from_secs(180)).await.unwrap();
+    let t = s
+        .wait_task(
+            d["createInstance"]["task"]["id"].as_str().unwrap(),
+            Duration::from_secs(180),
+        )
+        .await
+        .unwrap();
     assert_eq!(t["state"], "SUCCEEDED", "{t}");
-    let r = s.gql("query($id: UUID!) { instance(id: $id) { connection { port } } }", json!({ "id": d["createInstance"]["instance"]["id"] })).await.unwrap();
+    let r = s
+        .gql(
+            "query($id: UUID!) { instance(id: $id) { connection { port } } }",
+            json!({ "id": d["createInstance"]["instance"]["id"] }),
+        )
+        .await
+        .unwrap();
     let after = cluster_facts(r["instance"]["connection"]["port"].as_u64().unwrap() as u16).await;
-    assert_eq!(before.len(), after.len(), "same objects: {:#?}", after.iter().map(|x| &x.0).collect::<Vec<_>>());
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "same objects: {:#?}",
+        after.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
     let mut compared = 0;
     for ((q, a), (_, b)) in before.iter().zip(&after) {
         assert_eq!(a, b, "differs: {q}");
@@ -157,10 +235,26 @@ async fn round_trip(env: Vec<(String, String)>, azurite: Option<&Azurite>) {
     assert!(compared > 100, "compared {compared} facts");
 
     if let Some(az) = azurite {
-        let d = s.gql("mutation($id: UUID!) { deleteImage(id: $id) { id } }", json!({ "id": image_id })).await.unwrap();
-        let t = s.wait_task(d["deleteImage"]["id"].as_str().unwrap(), Duration::from_secs(60)).await.unwrap();
+        let d = s
+            .gql(
+                "mutation($id: UUID!) { deleteImage(id: $id) { id } }",
+                json!({ "id": image_id }),
+            )
+            .await
+            .unwrap();
+        let t = s
+            .wait_task(
+                d["deleteImage"]["id"].as_str().unwrap(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
         assert_eq!(t["state"], "SUCCEEDED", "{t}");
-        assert!(az.keys(&format!("images/{image_id}")).await.unwrap().is_empty());
+        assert!(az
+            .keys(&format!("images/{image_id}"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
 

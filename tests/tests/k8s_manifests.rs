@@ -13,8 +13,16 @@ fn kubernetes_validate() -> PathBuf {
         return PathBuf::from(p);
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(std::env::var("SNAPGRES_TOOLS_DIR").unwrap_or_else(|_| format!("{home}/.cache/snapgres-tools"))).join("kv/bin/kubernetes-validate");
-    assert!(p.exists(), "kubernetes-validate not found at {}: run scripts/test (it installs it)", p.display());
+    let p = PathBuf::from(
+        std::env::var("SNAPGRES_TOOLS_DIR")
+            .unwrap_or_else(|_| format!("{home}/.cache/snapgres-tools")),
+    )
+    .join("kv/bin/kubernetes-validate");
+    assert!(
+        p.exists(),
+        "kubernetes-validate not found at {}: run scripts/test (it installs it)",
+        p.display()
+    );
     p
 }
 
@@ -27,29 +35,90 @@ fn example_manifests_validate_strictly_and_hold_no_secrets() {
         .env("SNAPGRES_K8S_STORAGE_CLASS", "managed-csi-premium")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let files: Vec<PathBuf> = String::from_utf8(out.stdout).unwrap().lines().map(PathBuf::from).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<PathBuf> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(files.len(), 17, "{files:?}");
-    for kind in ["fresh/statefulset.yaml", "fresh/service.yaml", "backup/backup-job.yaml", "restore/restore-job.yaml", "server/role.yaml", "server/serviceaccount.yaml"] {
+    for kind in [
+        "fresh/statefulset.yaml",
+        "fresh/service.yaml",
+        "backup/backup-job.yaml",
+        "restore/restore-job.yaml",
+        "server/role.yaml",
+        "server/serviceaccount.yaml",
+    ] {
         assert!(files.iter().any(|f| f.ends_with(kind)), "missing {kind}");
     }
-    let v = Command::new(kubernetes_validate()).args(["-k", "1.33.0", "--strict"]).args(&files).output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    let v = Command::new(kubernetes_validate())
+        .args(["-k", "1.33.0", "--strict"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
     assert!(v.status.success(), "kubernetes-validate failed:\n{report}");
-    assert_eq!(report.matches("passed for resource").count(), files.len(), "{report}");
+    assert_eq!(
+        report.matches("passed for resource").count(),
+        files.len(),
+        "{report}"
+    );
     // The validator really checks: a misspelt field in a copy of a manifest is rejected.
-    let statefulset = files.iter().find(|f| f.ends_with("fresh/statefulset.yaml")).unwrap();
+    let statefulset = files
+        .iter()
+        .find(|f| f.ends_with("fresh/statefulset.yaml"))
+        .unwrap();
     let broken = dir.path().join("broken.yaml");
-    std::fs::write(&broken, std::fs::read_to_string(statefulset).unwrap().replace("serviceName:", "servicName:")).unwrap();
-    let v = Command::new(kubernetes_validate()).args(["-k", "1.33.0", "--strict"]).arg(&broken).output().unwrap();
-    assert!(!v.status.success(), "a misspelt field must fail strict validation");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(statefulset)
+            .unwrap()
+            .replace("serviceName:", "servicName:"),
+    )
+    .unwrap();
+    let v = Command::new(kubernetes_validate())
+        .args(["-k", "1.33.0", "--strict"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(
+        !v.status.success(),
+        "a misspelt field must fail strict validation"
+    );
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        assert!(!text.contains("example-only-password"), "{} holds the password in plain text", f.display());
+        assert!(
+            !text.contains("example-only-password"),
+            "{} holds the password in plain text",
+            f.display()
+        );
         assert!(!text.contains("sgp_"), "{} holds a token", f.display());
     }
-    let backup = std::fs::read_to_string(files.iter().find(|f| f.ends_with("backup-job.yaml")).unwrap()).unwrap();
-    assert!(backup.contains("azcopy login --login-type=workload") && !backup.contains("--identity"));
-    let pvc = std::fs::read_to_string(files.iter().find(|f| f.ends_with("fresh/pvc.yaml")).unwrap()).unwrap();
+    let backup = std::fs::read_to_string(
+        files
+            .iter()
+            .find(|f| f.ends_with("backup-job.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        backup.contains("azcopy login --login-type=workload") && !backup.contains("--identity")
+    );
+    let pvc = std::fs::read_to_string(
+        files
+            .iter()
+            .find(|f| f.ends_with("fresh/pvc.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
     assert!(pvc.contains("managed-csi-premium"));
 }

@@ -14,7 +14,10 @@ async fn check_schema(db: &DatabaseConnection) {
     Migrator::up(db, None).await.unwrap();
     // Running again changes nothing.
     Migrator::up(db, None).await.unwrap();
-    assert!(Migrator::get_pending_migrations(db).await.unwrap().is_empty());
+    assert!(Migrator::get_pending_migrations(db)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(Migrator::get_applied_migrations(db).await.unwrap().len(), 6);
     // Every entity can be queried against the migrated schema.
     entity::instance::Entity::find().all(db).await.unwrap();
@@ -52,15 +55,24 @@ async fn check_schema(db: &DatabaseConnection) {
             ready_at: Set(None),
         }
     };
-    entity::image::Entity::insert(row(uuid::Uuid::new_v4())).exec(db).await.unwrap();
-    let err = entity::image::Entity::insert(row(uuid::Uuid::new_v4())).exec(db).await.unwrap_err();
+    entity::image::Entity::insert(row(uuid::Uuid::new_v4()))
+        .exec(db)
+        .await
+        .unwrap();
+    let err = entity::image::Entity::insert(row(uuid::Uuid::new_v4()))
+        .exec(db)
+        .await
+        .unwrap_err();
     assert!(snapgres::error::is_unique_violation(&err), "{err}");
 }
 
 #[tokio::test]
 async fn migrations_apply_on_sqlite() {
     let dir = temp_dir();
-    let url = SecretString::new(format!("sqlite://{}?mode=rwc", dir.path().join("cms.db").display()));
+    let url = SecretString::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cms.db").display()
+    ));
     let db = snapgres::db::connect(&url).await.unwrap();
     check_schema(&db).await;
 }
@@ -68,13 +80,22 @@ async fn migrations_apply_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_on_postgres_and_claims_are_exclusive() {
     let pg = TempPg::start().unwrap();
-    let admin = snapgres::db::connect(&SecretString::new(pg.url("postgres"))).await.unwrap();
-    admin.execute_unprepared("CREATE DATABASE snapgres_cms").await.unwrap();
-    let db = snapgres::db::connect(&SecretString::new(pg.url("snapgres_cms"))).await.unwrap();
+    let admin = snapgres::db::connect(&SecretString::new(pg.url("postgres")))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared("CREATE DATABASE snapgres_cms")
+        .await
+        .unwrap();
+    let db = snapgres::db::connect(&SecretString::new(pg.url("snapgres_cms")))
+        .await
+        .unwrap();
     check_schema(&db).await;
 
     // Two engines (as two replicas would be) racing for 20 queued tasks: each is claimed once.
-    use snapgres::tasks::{Engine, EngineConfig, EventBus, Outcome, RetryPolicy, StepCtx, StepDef, StepError, Workflow};
+    use snapgres::tasks::{
+        Engine, EngineConfig, EventBus, Outcome, RetryPolicy, StepCtx, StepDef, StepError, Workflow,
+    };
     struct Noop;
     #[async_trait::async_trait]
     impl Workflow for Noop {
@@ -100,7 +121,9 @@ async fn migrations_apply_on_postgres_and_claims_are_exclusive() {
     let mut ids = Vec::new();
     for _ in 0..20 {
         let id = uuid::Uuid::new_v4();
-        a.enqueue(&db, id, "noop", None, serde_json::json!({}), None).await.unwrap();
+        a.enqueue(&db, id, "noop", None, serde_json::json!({}), None)
+            .await
+            .unwrap();
         ids.push(id);
     }
     a.start(3);
@@ -112,12 +135,17 @@ async fn migrations_apply_on_postgres_and_claims_are_exclusive() {
         let all = entity::task::Entity::find().all(&db).await.unwrap();
         if all.iter().all(|t| t.state.is_terminal()) {
             for t in &all {
-                assert_eq!((t.state, t.attempt), (entity::task::TaskState::Succeeded, 1), "{t:?}");
+                assert_eq!(
+                    (t.state, t.attempt),
+                    (entity::task::TaskState::Succeeded, 1),
+                    "{t:?}"
+                );
             }
             let steps = entity::task_step::Entity::find().all(&db).await.unwrap();
             assert_eq!(steps.len(), 20);
             assert!(steps.iter().all(|s| s.attempt == 1));
-            let owners: std::collections::HashSet<_> = all.iter().filter_map(|t| t.lease_owner.clone()).collect();
+            let owners: std::collections::HashSet<_> =
+                all.iter().filter_map(|t| t.lease_owner.clone()).collect();
             assert_eq!(owners.len(), 2, "both replicas took work");
             break;
         }

@@ -11,7 +11,10 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn errors_keep_code_and_field() {
     let body = serde_json::json!({ "data": null, "errors": [{ "message": "an instance named x already exists", "extensions": { "code": "CONFLICT", "field": "name" } }] });
     let e = parse_response::<serde_json::Value>(body).unwrap_err();
-    assert_eq!((e.code.as_str(), e.field.as_deref()), ("CONFLICT", Some("name")));
+    assert_eq!(
+        (e.code.as_str(), e.field.as_deref()),
+        ("CONFLICT", Some("name"))
+    );
 }
 
 #[wasm_bindgen_test]

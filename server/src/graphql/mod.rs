@@ -28,7 +28,14 @@ pub fn gql_error(e: Error) -> async_graphql::Error {
 
 /// The services and the authenticated actor of a request.
 pub(crate) fn parts<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Services, &'a Actor)> {
-    let svc = ctx.data::<Services>().map_err(|_| gql_error(Error::Internal { context: "services missing from the schema".into(), source: None }))?;
-    let actor = ctx.data::<Actor>().map_err(|_| gql_error(Error::Unauthenticated))?;
+    let svc = ctx.data::<Services>().map_err(|_| {
+        gql_error(Error::Internal {
+            context: "services missing from the schema".into(),
+            source: None,
+        })
+    })?;
+    let actor = ctx
+        .data::<Actor>()
+        .map_err(|_| gql_error(Error::Unauthenticated))?;
     Ok((svc, actor))
 }

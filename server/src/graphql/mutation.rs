@@ -55,7 +55,11 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Creates an instance; with `sourceImageId`, restores that image into a new instance.
-    async fn create_instance(&self, ctx: &Context<'_>, input: CreateInstanceInput) -> async_graphql::Result<CreateInstancePayload> {
+    async fn create_instance(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateInstanceInput,
+    ) -> async_graphql::Result<CreateInstancePayload> {
         let (svc, actor) = parts(ctx)?;
         let req = CreateInstance {
             name: input.name,
@@ -69,23 +73,43 @@ impl Mutation {
             image_override: input.image_override,
         };
         let c = svc.create_instance(actor, req).await.map_err(gql_error)?;
-        Ok(CreateInstancePayload { instance: Instance(c.instance), task: Task(c.task), warnings: c.warnings })
+        Ok(CreateInstancePayload {
+            instance: Instance(c.instance),
+            task: Task(c.task),
+            warnings: c.warnings,
+        })
     }
 
     /// Takes an image of a running instance.
-    async fn create_image(&self, ctx: &Context<'_>, input: CreateImageInput) -> async_graphql::Result<CreateImagePayload> {
+    async fn create_image(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateImageInput,
+    ) -> async_graphql::Result<CreateImagePayload> {
         let (svc, actor) = parts(ctx)?;
         let (image, task) = svc
-            .create_image(actor, CreateImage { name: input.name, instance_id: input.instance_id, description: input.description })
+            .create_image(
+                actor,
+                CreateImage {
+                    name: input.name,
+                    instance_id: input.instance_id,
+                    description: input.description,
+                },
+            )
             .await
             .map_err(gql_error)?;
-        Ok(CreateImagePayload { image: Image(image), task: Task(task) })
+        Ok(CreateImagePayload {
+            image: Image(image),
+            task: Task(task),
+        })
     }
 
     /// Deletes an instance and everything it has.
     async fn delete_instance(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Task> {
         let (svc, actor) = parts(ctx)?;
-        Ok(Task(svc.delete_instance(actor, id).await.map_err(gql_error)?))
+        Ok(Task(
+            svc.delete_instance(actor, id).await.map_err(gql_error)?,
+        ))
     }
 
     /// Deletes an image's objects, then the image.

@@ -1,6 +1,8 @@
 //! Queries: thin resolvers over `service`.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, EnableNodesField, DefaultConnectionName, DefaultEdgeName};
+use async_graphql::connection::{
+    Connection, DefaultConnectionName, DefaultEdgeName, Edge, EmptyFields, EnableNodesField,
+};
 use async_graphql::{Context, Object};
 use uuid::Uuid;
 
@@ -9,9 +11,22 @@ use super::{gql_error, parts};
 use crate::service::{encode_cursor, Page};
 
 /// A Relay connection with the `nodes` shortcut.
-pub type List<T> = Connection<String, T, EmptyFields, EmptyFields, DefaultConnectionName, DefaultEdgeName, EnableNodesField>;
+pub type List<T> = Connection<
+    String,
+    T,
+    EmptyFields,
+    EmptyFields,
+    DefaultConnectionName,
+    DefaultEdgeName,
+    EnableNodesField,
+>;
 
-fn to_connection<M, T>(page: Page<M>, had_cursor: bool, key: impl Fn(&M) -> (chrono::DateTime<chrono::Utc>, Uuid), wrap: impl Fn(M) -> T) -> List<T>
+fn to_connection<M, T>(
+    page: Page<M>,
+    had_cursor: bool,
+    key: impl Fn(&M) -> (chrono::DateTime<chrono::Utc>, Uuid),
+    wrap: impl Fn(M) -> T,
+) -> List<T>
 where
     T: async_graphql::OutputType,
 {
@@ -29,23 +44,55 @@ pub struct Query;
 #[Object]
 impl Query {
     /// Instances, newest first.
-    async fn instances(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, state: Option<InstanceState>) -> async_graphql::Result<List<Instance>> {
+    async fn instances(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        state: Option<InstanceState>,
+    ) -> async_graphql::Result<List<Instance>> {
         let (svc, _) = parts(ctx)?;
-        let page = svc.instances(first, after.as_deref(), state.map(Into::into)).await.map_err(gql_error)?;
-        Ok(to_connection(page, after.is_some(), |m| (m.created_at, m.id), Instance))
+        let page = svc
+            .instances(first, after.as_deref(), state.map(Into::into))
+            .await
+            .map_err(gql_error)?;
+        Ok(to_connection(
+            page,
+            after.is_some(),
+            |m| (m.created_at, m.id),
+            Instance,
+        ))
     }
 
     /// One instance.
-    async fn instance(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Instance>> {
+    async fn instance(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<Option<Instance>> {
         let (svc, _) = parts(ctx)?;
         Ok(svc.instance(id).await.map_err(gql_error)?.map(Instance))
     }
 
     /// Images, newest first.
-    async fn images(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, state: Option<ImageState>) -> async_graphql::Result<List<Image>> {
+    async fn images(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        state: Option<ImageState>,
+    ) -> async_graphql::Result<List<Image>> {
         let (svc, _) = parts(ctx)?;
-        let page = svc.images(first, after.as_deref(), state.map(Into::into)).await.map_err(gql_error)?;
-        Ok(to_connection(page, after.is_some(), |m| (m.created_at, m.id), Image))
+        let page = svc
+            .images(first, after.as_deref(), state.map(Into::into))
+            .await
+            .map_err(gql_error)?;
+        Ok(to_connection(
+            page,
+            after.is_some(),
+            |m| (m.created_at, m.id),
+            Image,
+        ))
     }
 
     /// One image.
@@ -55,10 +102,24 @@ impl Query {
     }
 
     /// Tasks, newest first.
-    async fn tasks(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>, state: Option<TaskState>) -> async_graphql::Result<List<Task>> {
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        state: Option<TaskState>,
+    ) -> async_graphql::Result<List<Task>> {
         let (svc, _) = parts(ctx)?;
-        let page = svc.tasks(first, after.as_deref(), state.map(Into::into)).await.map_err(gql_error)?;
-        Ok(to_connection(page, after.is_some(), |m| (m.created_at, m.id), Task))
+        let page = svc
+            .tasks(first, after.as_deref(), state.map(Into::into))
+            .await
+            .map_err(gql_error)?;
+        Ok(to_connection(
+            page,
+            after.is_some(),
+            |m| (m.created_at, m.id),
+            Task,
+        ))
     }
 
     /// One task.

@@ -12,7 +12,11 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema over the services, with depth and complexity limits.
 pub fn build(services: Services) -> AppSchema {
-    Schema::build(Query, Mutation, Subscription).data(services).limit_depth(12).limit_complexity(5000).finish()
+    Schema::build(Query, Mutation, Subscription)
+        .data(services)
+        .limit_depth(12)
+        .limit_complexity(5000)
+        .finish()
 }
 
 /// The SDL (what `schema.graphql` holds).
@@ -29,7 +33,10 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema.graphql");
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         let served = super::sdl();
-        assert!(committed == served, "schema.graphql drifted from the served schema; regenerate it");
+        assert!(
+            committed == served,
+            "schema.graphql drifted from the served schema; regenerate it"
+        );
     }
 
     /// The names internal tools rely on (SPEC's contract) are present.

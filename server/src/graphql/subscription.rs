@@ -17,13 +17,31 @@ pub struct Subscription;
 /// The task as it is: one event per step, then the last 100 log lines (a subscriber that
 /// connects late still sees everything so far).
 async fn snapshot(svc: &Services, id: Uuid) -> Result<Vec<TaskEvent>, Error> {
-    let task = svc.task(id).await?.ok_or(Error::not_found("task", id, None))?;
+    let task = svc
+        .task(id)
+        .await?
+        .ok_or(Error::not_found("task", id, None))?;
     let steps = svc.steps(id).await?;
     let logs = svc.logs(id, 100).await?;
-    let mut out: Vec<TaskEvent> = steps.into_iter().map(|s| TaskEvent { task: task.clone(), step: Some(s), log: None }).collect();
-    out.extend(logs.into_iter().map(|l| TaskEvent { task: task.clone(), step: None, log: Some(l) }));
+    let mut out: Vec<TaskEvent> = steps
+        .into_iter()
+        .map(|s| TaskEvent {
+            task: task.clone(),
+            step: Some(s),
+            log: None,
+        })
+        .collect();
+    out.extend(logs.into_iter().map(|l| TaskEvent {
+        task: task.clone(),
+        step: None,
+        log: Some(l),
+    }));
     if out.is_empty() {
-        out.push(TaskEvent { task, step: None, log: None });
+        out.push(TaskEvent {
+            task,
+            step: None,
+            log: None,
+        });
     }
     Ok(out)
 }
@@ -32,7 +50,11 @@ async fn snapshot(svc: &Services, id: Uuid) -> Result<Vec<TaskEvent>, Error> {
 impl Subscription {
     /// Every step change, progress tick and log line of one task; first the current state of
     /// every step, and the stream ends after the task's terminal state.
-    async fn task_progress(&self, ctx: &Context<'_>, task_id: Uuid) -> async_graphql::Result<impl Stream<Item = TaskEvent>> {
+    async fn task_progress(
+        &self,
+        ctx: &Context<'_>,
+        task_id: Uuid,
+    ) -> async_graphql::Result<impl Stream<Item = TaskEvent>> {
         let (svc, _) = parts(ctx)?;
         let svc = svc.clone();
         // Subscribe before reading the snapshot so nothing falls between the two.
@@ -77,7 +99,10 @@ impl Subscription {
     }
 
     /// The same events for every task (never ends).
-    async fn task_updates(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = TaskEvent>> {
+    async fn task_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = TaskEvent>> {
         let (svc, _) = parts(ctx)?;
         let svc = svc.clone();
         let mut rx = svc.engine.bus().subscribe();

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::{BackupSpec, Endpoint, Error, InstanceSpec, Platform, Progress, RestoreSpec, Result};
+use super::{
+    connect, BackupSpec, Endpoint, Error, InstanceSpec, Platform, Progress, RestoreSpec, Result,
+};
 use crate::process::{Cmd, RunAs};
 use crate::secrets::Password;
 use crate::storage::{DatabaseEntry, ImageKeys, Manifest, ObjectEntry, Storage};
@@ -74,8 +76,14 @@ impl LocalPlatform {
     /// Prepares `{data_dir}/instances` (reachable by the PostgreSQL OS user).
     pub fn new(cfg: LocalConfig, storage: Storage) -> Result<Self> {
         let run_as = if nix::unistd::Uid::effective().is_root() {
-            let user = nix::unistd::User::from_name(&cfg.run_as).ok().flatten().ok_or_else(|| Error::NoSuchUser(cfg.run_as.clone()))?;
-            Some(RunAs { uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+            let user = nix::unistd::User::from_name(&cfg.run_as)
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::NoSuchUser(cfg.run_as.clone()))?;
+            Some(RunAs {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            })
         } else {
             None
         };
@@ -84,7 +92,9 @@ impl LocalPlatform {
         if run_as.is_some() {
             // The PostgreSQL user must be able to pass through (not list) these directories.
             for d in [&cfg.data_dir, &root] {
-                let mut p = std::fs::metadata(d).map_err(io("reading", d))?.permissions();
+                let mut p = std::fs::metadata(d)
+                    .map_err(io("reading", d))?
+                    .permissions();
                 p.set_mode(p.mode() | 0o111);
                 std::fs::set_permissions(d, p).map_err(io("setting permissions of", d))?;
             }
@@ -123,14 +133,18 @@ impl LocalPlatform {
 
     fn chown(&self, path: &Path) -> Result<()> {
         if let Some(who) = self.inner.run_as {
-            std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid)).map_err(io("changing the owner of", path))?;
+            std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
+                .map_err(io("changing the owner of", path))?;
         }
         Ok(())
     }
 
     async fn mkdir_owned(&self, path: &Path) -> Result<()> {
-        tokio::fs::create_dir_all(path).await.map_err(io("creating", path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io("setting permissions of", path))?;
+        tokio::fs::create_dir_all(path)
+            .await
+            .map_err(io("creating", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("setting permissions of", path))?;
         self.chown(path)
     }
 
@@ -139,7 +153,14 @@ impl LocalPlatform {
         if !pgdata.join("PG_VERSION").exists() {
             return false;
         }
-        self.server("pg_ctl").arg("status").arg("-D").arg(&pgdata).timeout(Duration::from_secs(30)).run().await.is_ok()
+        self.server("pg_ctl")
+            .arg("status")
+            .arg("-D")
+            .arg(&pgdata)
+            .timeout(Duration::from_secs(30))
+            .run()
+            .await
+            .is_ok()
     }
 
     /// Runs initdb with the password in a 0600 file (deleted afterwards), unless already done.
@@ -151,21 +172,37 @@ impl LocalPlatform {
         }
         if pgdata.exists() {
             // A half-made cluster from an interrupted attempt: start over.
-            tokio::fs::remove_dir_all(&pgdata).await.map_err(io("removing", &pgdata))?;
+            tokio::fs::remove_dir_all(&pgdata)
+                .await
+                .map_err(io("removing", &pgdata))?;
         }
         self.mkdir_owned(&dir).await?;
         let pwfile = dir.join(".pwfile");
         {
             let _ = std::fs::remove_file(&pwfile);
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&pwfile).map_err(io("writing", &pwfile))?;
-            std::io::Write::write_all(&mut f, password.expose().as_bytes()).map_err(io("writing", &pwfile))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .map_err(io("writing", &pwfile))?;
+            std::io::Write::write_all(&mut f, password.expose().as_bytes())
+                .map_err(io("writing", &pwfile))?;
         }
         self.chown(&pwfile)?;
         let res = self
             .server("initdb")
             .arg("-D")
             .arg(&pgdata)
-            .args(["-U", "postgres", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .timeout(Duration::from_secs(300))
             .run()
@@ -180,18 +217,27 @@ impl LocalPlatform {
     /// is stopped cleanly and synced before anyone uses it.
     async fn write_conf(&self, inst: &InstanceSpec, bulk_load: bool) -> Result<()> {
         let pgdata = self.pgdata(inst);
-        let mut conf = format!("port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n", inst.port);
+        let mut conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n",
+            inst.port
+        );
         if bulk_load {
             conf.push_str("fsync = off\nfull_page_writes = off\nwal_level = minimal\nmax_wal_senders = 0\nsynchronous_commit = off\nautovacuum = off\nmaintenance_work_mem = '256MB'\n");
         }
         let path = pgdata.join("snapgres.conf");
-        tokio::fs::write(&path, conf).await.map_err(io("writing", &path))?;
+        tokio::fs::write(&path, conf)
+            .await
+            .map_err(io("writing", &path))?;
         self.chown(&path)?;
         let main = pgdata.join("postgresql.conf");
-        let text = tokio::fs::read_to_string(&main).await.map_err(io("reading", &main))?;
+        let text = tokio::fs::read_to_string(&main)
+            .await
+            .map_err(io("reading", &main))?;
         if !text.contains("include_if_exists = 'snapgres.conf'") {
             let text = format!("{text}\ninclude_if_exists = 'snapgres.conf'\n");
-            tokio::fs::write(&main, text).await.map_err(io("writing", &main))?;
+            tokio::fs::write(&main, text)
+                .await
+                .map_err(io("writing", &main))?;
         }
         Ok(())
     }
@@ -216,18 +262,33 @@ impl LocalPlatform {
         if !self.is_running(inst).await {
             return Ok(());
         }
-        self.server("pg_ctl").args(["stop", "-w", "-t", "120", "-m", "fast", "-D"]).arg(self.pgdata(inst)).timeout(Duration::from_secs(150)).run().await?;
+        self.server("pg_ctl")
+            .args(["stop", "-w", "-t", "120", "-m", "fast", "-D"])
+            .arg(self.pgdata(inst))
+            .timeout(Duration::from_secs(150))
+            .run()
+            .await?;
         Ok(())
     }
 
     fn endpoint_for(port: u16) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port, user: "postgres".into(), database: "postgres".into() }
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            database: "postgres".into(),
+        }
     }
 
     /// Downloads every object of the image into `staging/`, checking each sha256 against the
     /// manifest (itself checked against the image's recorded checksum). Nothing is used before
     /// every object has passed.
-    async fn download_and_verify(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: &Progress) -> Result<Manifest> {
+    async fn download_and_verify(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: &Progress,
+    ) -> Result<Manifest> {
         let staging = self.instance_dir(inst).join("staging");
         let marker = staging.join("verified.json");
         if let Ok(bytes) = tokio::fs::read(&marker).await {
@@ -240,22 +301,40 @@ impl LocalPlatform {
             }
         }
         let _ = tokio::fs::remove_dir_all(&staging).await;
-        tokio::fs::create_dir_all(&staging).await.map_err(io("creating", &staging))?;
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(io("creating", &staging))?;
         let st = &self.inner.storage;
         let mkey = spec.keys.manifest();
         let raw = st.get_bytes(&mkey).await?;
         let actual = hex::encode(Sha256::digest(&raw));
         if actual != spec.manifest_sha256 {
-            return Err(Error::Checksum { key: mkey.to_string(), expected: spec.manifest_sha256.clone(), actual });
+            return Err(Error::Checksum {
+                key: mkey.to_string(),
+                expected: spec.manifest_sha256.clone(),
+                actual,
+            });
         }
-        let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| Error::Manifest(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&raw).map_err(|e| Error::Manifest(e.to_string()))?;
         if manifest.image_id != spec.image_id {
-            return Err(Error::Manifest(format!("it belongs to image {}, not {}", manifest.image_id, spec.image_id)));
+            return Err(Error::Manifest(format!(
+                "it belongs to image {}, not {}",
+                manifest.image_id, spec.image_id
+            )));
         }
         let prefix = format!("{}/", spec.keys.prefix());
-        let objects: Vec<&ObjectEntry> = std::iter::once(&manifest.globals).chain(manifest.databases.iter().map(|d| &d.object)).collect();
-        if let Some(bad) = objects.iter().find(|o| !o.key.starts_with(&prefix) || o.key.contains("..")) {
-            return Err(Error::Manifest(format!("object key {} is outside the image", bad.key)));
+        let objects: Vec<&ObjectEntry> = std::iter::once(&manifest.globals)
+            .chain(manifest.databases.iter().map(|d| &d.object))
+            .collect();
+        if let Some(bad) = objects
+            .iter()
+            .find(|o| !o.key.starts_with(&prefix) || o.key.contains(".."))
+        {
+            return Err(Error::Manifest(format!(
+                "object key {} is outside the image",
+                bad.key
+            )));
         }
         let total = manifest.total_size();
         let mut done = 0u64;
@@ -264,31 +343,51 @@ impl LocalPlatform {
             let dest = staging.join(format!("{i:04}"));
             let base = done;
             let t = st
-                .get_to_file(&object_store::path::Path::from(o.key.as_str()), &dest, |n| {
-                    progress.send_replace((base + n, Some(total)));
-                })
+                .get_to_file(
+                    &object_store::path::Path::from(o.key.as_str()),
+                    &dest,
+                    |n| {
+                        progress.send_replace((base + n, Some(total)));
+                    },
+                )
                 .await?;
             if t.sha256 != o.sha256 || t.size != o.size {
                 let _ = tokio::fs::remove_dir_all(&staging).await;
-                return Err(Error::Checksum { key: o.key.clone(), expected: o.sha256.clone(), actual: t.sha256 });
+                return Err(Error::Checksum {
+                    key: o.key.clone(),
+                    expected: o.sha256.clone(),
+                    actual: t.sha256,
+                });
             }
             done += t.size;
         }
-        let v = Verified { manifest_sha256: spec.manifest_sha256.clone(), manifest: manifest.clone() };
+        let v = Verified {
+            manifest_sha256: spec.manifest_sha256.clone(),
+            manifest: manifest.clone(),
+        };
         let bytes = serde_json::to_vec(&v).map_err(|e| Error::Manifest(e.to_string()))?;
-        tokio::fs::write(&marker, bytes).await.map_err(io("writing", &marker))?;
+        tokio::fs::write(&marker, bytes)
+            .await
+            .map_err(io("writing", &marker))?;
         progress.send_replace((total, Some(total)));
         Ok(manifest)
     }
 
     /// The restore job proper: a new cluster from the verified staging files.
-    async fn apply_restore(&self, inst: &InstanceSpec, spec: &RestoreSpec, manifest: &Manifest) -> Result<()> {
+    async fn apply_restore(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        manifest: &Manifest,
+    ) -> Result<()> {
         let dir = self.instance_dir(inst);
         let staging = dir.join("staging");
         let pgdata = self.pgdata(inst);
         self.stop(inst).await?;
         if pgdata.exists() {
-            tokio::fs::remove_dir_all(&pgdata).await.map_err(io("removing", &pgdata))?;
+            tokio::fs::remove_dir_all(&pgdata)
+                .await
+                .map_err(io("removing", &pgdata))?;
         }
         self.initdb(inst, &spec.password).await?;
         self.write_conf(inst, true).await?;
@@ -299,23 +398,56 @@ impl LocalPlatform {
         self.write_conf(inst, false).await?;
         self.stop(inst).await?;
         result?;
-        Cmd::new("/bin/sync").arg("-f").arg(&pgdata).timeout(Duration::from_secs(600)).run().await?;
+        Cmd::new("/bin/sync")
+            .arg("-f")
+            .arg(&pgdata)
+            .timeout(Duration::from_secs(600))
+            .run()
+            .await?;
         let _ = tokio::fs::remove_dir_all(&staging).await;
         Ok(())
     }
 
-    async fn load(&self, ep: &Endpoint, spec: &RestoreSpec, manifest: &Manifest, staging: &Path) -> Result<()> {
+    async fn load(
+        &self,
+        ep: &Endpoint,
+        spec: &RestoreSpec,
+        manifest: &Manifest,
+        staging: &Path,
+    ) -> Result<()> {
         let port = ep.port.to_string();
         let pw = spec.password.expose();
         // Globals: every role with its attributes and memberships. The bootstrap superuser exists
         // already (initdb made it), so its CREATE is dropped; its ALTER (password included) stays.
         let globals_path = staging.join("0000");
-        let globals = tokio::fs::read_to_string(&globals_path).await.map_err(io("reading", &globals_path))?;
-        let filtered: String = globals.lines().filter(|l| l.trim() != "CREATE ROLE postgres;").map(|l| format!("{l}\n")).collect();
+        let globals = tokio::fs::read_to_string(&globals_path)
+            .await
+            .map_err(io("reading", &globals_path))?;
+        let filtered: String = globals
+            .lines()
+            .filter(|l| l.trim() != "CREATE ROLE postgres;")
+            .map(|l| format!("{l}\n"))
+            .collect();
         let filtered_path = staging.join("globals.sql");
-        tokio::fs::write(&filtered_path, filtered).await.map_err(io("writing", &filtered_path))?;
+        tokio::fs::write(&filtered_path, filtered)
+            .await
+            .map_err(io("writing", &filtered_path))?;
         self.client("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "postgres", "-f"])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &ep.host,
+                "-p",
+                &port,
+                "-U",
+                &ep.user,
+                "-d",
+                "postgres",
+                "-f",
+            ])
             .arg(&filtered_path)
             .env("PGPASSWORD", pw)
             .run()
@@ -325,7 +457,22 @@ impl LocalPlatform {
         // initdb made is dropped first when the image has one.
         if manifest.databases.iter().any(|d| d.name == "postgres") {
             self.client("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "template1", "-c", "DROP DATABASE postgres"])
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    &ep.host,
+                    "-p",
+                    &port,
+                    "-U",
+                    &ep.user,
+                    "-d",
+                    "template1",
+                    "-c",
+                    "DROP DATABASE postgres",
+                ])
                 .env("PGPASSWORD", pw)
                 .run()
                 .await?;
@@ -334,7 +481,20 @@ impl LocalPlatform {
         for (i, _db) in manifest.databases.iter().enumerate() {
             let file = staging.join(format!("{:04}", i + 1));
             self.client("pg_restore")
-                .args(["--create", "--exit-on-error", "-j", &jobs, "-h", &ep.host, "-p", &port, "-U", &ep.user, "-d", "template1"])
+                .args([
+                    "--create",
+                    "--exit-on-error",
+                    "-j",
+                    &jobs,
+                    "-h",
+                    &ep.host,
+                    "-p",
+                    &port,
+                    "-U",
+                    &ep.user,
+                    "-d",
+                    "template1",
+                ])
                 .arg(&file)
                 .env("PGPASSWORD", pw)
                 .timeout(Duration::from_secs(6 * 3600))
@@ -344,22 +504,29 @@ impl LocalPlatform {
         Ok(())
     }
 
-    async fn run_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: &Progress) -> Result<()> {
+    async fn run_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: &Progress,
+    ) -> Result<()> {
         let status_path = self.instance_dir(inst).join("restore-job.json");
         let result = async {
             let manifest = self.download_and_verify(inst, spec, progress).await?;
             self.apply_restore(inst, spec, &manifest).await
         }
         .await;
-        let status = JobStatus { manifest_sha256: spec.manifest_sha256.clone(), ok: result.is_ok(), error: result.as_ref().err().map(|e| e.to_string()) };
+        let status = JobStatus {
+            manifest_sha256: spec.manifest_sha256.clone(),
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+        };
         if let Ok(bytes) = serde_json::to_vec(&status) {
             let _ = tokio::fs::write(&status_path, bytes).await;
         }
         result
     }
 }
-
-use super::connect;
 
 #[async_trait]
 impl Platform for LocalPlatform {
@@ -381,7 +548,9 @@ impl Platform for LocalPlatform {
         // removes; at rest it exists only encrypted in the CMS database. Nothing to do but check
         // the volume is there.
         let dir = self.instance_dir(inst);
-        tokio::fs::metadata(&dir).await.map_err(io("checking the instance directory", &dir))?;
+        tokio::fs::metadata(&dir)
+            .await
+            .map_err(io("checking the instance directory", &dir))?;
         Ok(())
     }
 
@@ -398,13 +567,21 @@ impl Platform for LocalPlatform {
     async fn deploy_postgres_from_volume(&self, inst: &InstanceSpec) -> Result<()> {
         let pgdata = self.pgdata(inst);
         if !pgdata.join("PG_VERSION").exists() {
-            return Err(Error::JobFailed(format!("no restored cluster in {}", pgdata.display())));
+            return Err(Error::JobFailed(format!(
+                "no restored cluster in {}",
+                pgdata.display()
+            )));
         }
         self.write_conf(inst, false).await?;
         self.start(inst).await
     }
 
-    async fn wait_ready(&self, inst: &InstanceSpec, password: &Password, timeout: Duration) -> Result<()> {
+    async fn wait_ready(
+        &self,
+        inst: &InstanceSpec,
+        password: &Password,
+        timeout: Duration,
+    ) -> Result<()> {
         let ep = Self::endpoint_for(inst.port);
         let start = Instant::now();
         loop {
@@ -423,11 +600,20 @@ impl Platform for LocalPlatform {
         Ok(Self::endpoint_for(inst.port))
     }
 
-    async fn test_connection(&self, ep: &Endpoint, password: &Password, timeout: Duration) -> Result<()> {
+    async fn test_connection(
+        &self,
+        ep: &Endpoint,
+        password: &Password,
+        timeout: Duration,
+    ) -> Result<()> {
         super::select_one(ep, password, timeout).await
     }
 
-    async fn run_backup(&self, spec: &BackupSpec, progress: Progress) -> Result<(Manifest, String)> {
+    async fn run_backup(
+        &self,
+        spec: &BackupSpec,
+        progress: Progress,
+    ) -> Result<(Manifest, String)> {
         let st = &self.inner.storage;
         // Objects an interrupted earlier attempt left behind go first.
         st.delete_prefix(&spec.keys.prefix()).await?;
@@ -440,8 +626,14 @@ impl Platform for LocalPlatform {
         let _ = conn.close().await;
         let mut dbs = Vec::new();
         for r in rows {
-            let name: String = r.try_get("name").map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
-            let size: i64 = r.try_get("size").map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
+            let name: String = r.try_get("name").map_err(|source| Error::Query {
+                endpoint: ep.to_string(),
+                source,
+            })?;
+            let size: i64 = r.try_get("size").map_err(|source| Error::Query {
+                endpoint: ep.to_string(),
+                source,
+            })?;
             dbs.push((name, size.max(0) as u64));
         }
         let estimate: u64 = dbs.iter().map(|d| d.1).sum();
@@ -450,20 +642,46 @@ impl Platform for LocalPlatform {
         let pw = spec.password.expose();
         let globals_sql = self
             .client("pg_dumpall")
-            .args(["--globals-only", "-h", &ep.host, "-p", &port, "-U", &ep.user, "-l", &ep.database])
+            .args([
+                "--globals-only",
+                "-h",
+                &ep.host,
+                "-p",
+                &port,
+                "-U",
+                &ep.user,
+                "-l",
+                &ep.database,
+            ])
             .env("PGPASSWORD", pw)
             .run()
             .await?;
         let gkey = spec.keys.globals();
         let g = st.put_bytes(&gkey, Bytes::from(globals_sql)).await?;
         let mut done = g.size;
-        let globals = ObjectEntry { key: gkey.to_string(), size: g.size, sha256: g.sha256 };
+        let globals = ObjectEntry {
+            key: gkey.to_string(),
+            size: g.size,
+            sha256: g.sha256,
+        };
         let level = self.inner.dump_compression.to_string();
         let mut databases = Vec::new();
         for (i, (name, _)) in dbs.iter().enumerate() {
             let mut child = self
                 .client("pg_dump")
-                .args(["-Fc", "--create", "-Z", &level, "--no-password", "-h", &ep.host, "-p", &port, "-U", &ep.user])
+                .args([
+                    "-Fc",
+                    "--create",
+                    "-Z",
+                    &level,
+                    "--no-password",
+                    "-h",
+                    &ep.host,
+                    "-p",
+                    &port,
+                    "-U",
+                    &ep.user,
+                ])
                 .env("PGPASSWORD", pw)
                 .env("PGDATABASE", name)
                 .timeout(Duration::from_secs(6 * 3600))
@@ -488,24 +706,26 @@ impl Platform for LocalPlatform {
             };
             child.finish().await?;
             done += t.size;
-            databases.push(DatabaseEntry { name: name.clone(), object: ObjectEntry { key: key.to_string(), size: t.size, sha256: t.sha256 } });
+            databases.push(DatabaseEntry {
+                name: name.clone(),
+                object: ObjectEntry {
+                    key: key.to_string(),
+                    size: t.size,
+                    sha256: t.sha256,
+                },
+            });
         }
-        let manifest = Manifest {
-            format_version: Manifest::FORMAT_VERSION,
-            image_id: spec.image_id,
-            postgres_version: spec.postgres_version.clone(),
-            image_type: spec.image_type,
-            created_at: chrono::Utc::now(),
-            globals,
-            databases,
-        };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Manifest(e.to_string()))?;
-        let m = st.put_bytes(&spec.keys.manifest(), Bytes::from(bytes)).await?;
+        let written = super::write_manifest(st, spec, globals, databases).await?;
         progress.send_replace((done, Some(done)));
-        Ok((manifest, m.sha256))
+        Ok(written)
     }
 
-    async fn start_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress) -> Result<()> {
+    async fn start_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: Progress,
+    ) -> Result<()> {
         // The download-and-verify phase runs here, so a corrupt image fails this step before
         // anything is restored; the job then builds the cluster from the checked files.
         let manifest = self.download_and_verify(inst, spec, &progress).await?;
@@ -521,7 +741,11 @@ impl Platform for LocalPlatform {
             tokio::spawn(async move {
                 let status_path = me.instance_dir(&inst2).join("restore-job.json");
                 let r = me.apply_restore(&inst2, &spec2, &manifest).await;
-                let status = JobStatus { manifest_sha256: spec2.manifest_sha256.clone(), ok: r.is_ok(), error: r.as_ref().err().map(|e| e.to_string()) };
+                let status = JobStatus {
+                    manifest_sha256: spec2.manifest_sha256.clone(),
+                    ok: r.is_ok(),
+                    error: r.as_ref().err().map(|e| e.to_string()),
+                };
                 if let Ok(bytes) = serde_json::to_vec(&status) {
                     let _ = tokio::fs::write(&status_path, bytes).await;
                 }
@@ -531,7 +755,13 @@ impl Platform for LocalPlatform {
         Ok(())
     }
 
-    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress, timeout: Duration) -> Result<()> {
+    async fn wait_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: Progress,
+        timeout: Duration,
+    ) -> Result<()> {
         let handle = self.inner.jobs.lock().await.remove(&inst.k8s_name);
         let status_path = self.instance_dir(inst).join("restore-job.json");
         match handle {
@@ -547,12 +777,18 @@ impl Platform for LocalPlatform {
                 if let Ok(bytes) = tokio::fs::read(&status_path).await {
                     if let Ok(s) = serde_json::from_slice::<JobStatus>(&bytes) {
                         if s.manifest_sha256 == spec.manifest_sha256 {
-                            return if s.ok { Ok(()) } else { Err(Error::JobFailed(s.error.unwrap_or_default())) };
+                            return if s.ok {
+                                Ok(())
+                            } else {
+                                Err(Error::JobFailed(s.error.unwrap_or_default()))
+                            };
                         }
                     }
                 }
                 // The job died with an earlier server process: run it again (it is idempotent).
-                tokio::time::timeout(timeout, self.run_job(inst, spec, &progress)).await.map_err(|_| Error::Timeout("the restore job", timeout))?
+                tokio::time::timeout(timeout, self.run_job(inst, spec, &progress))
+                    .await
+                    .map_err(|_| Error::Timeout("the restore job", timeout))?
             }
         }
     }
@@ -570,7 +806,11 @@ impl Platform for LocalPlatform {
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::Io { what: "removing", path: dir.display().to_string(), source }),
+            Err(source) => Err(Error::Io {
+                what: "removing",
+                path: dir.display().to_string(),
+                source,
+            }),
         }
     }
 

@@ -41,7 +41,11 @@ pub enum Error {
         source: sea_orm::sqlx::Error,
     },
     #[error("object {key} is corrupt: sha256 {actual} does not match the manifest's {expected}")]
-    Checksum { key: String, expected: String, actual: String },
+    Checksum {
+        key: String,
+        expected: String,
+        actual: String,
+    },
     #[error("the image manifest is invalid: {0}")]
     Manifest(String),
     #[error("{0} did not happen within {1:?}")]
@@ -70,7 +74,11 @@ impl Error {
             Self::Process(crate::process::Error::Failed { .. }) => true,
             Self::Process(_) => false,
             Self::Storage(e) => e.is_retryable(),
-            Self::Io { .. } | Self::Connect { .. } | Self::Query { .. } | Self::Timeout(..) | Self::NoPort(_) => true,
+            Self::Io { .. }
+            | Self::Connect { .. }
+            | Self::Query { .. }
+            | Self::Timeout(..)
+            | Self::NoPort(_) => true,
             Self::Checksum { .. } | Self::Manifest(_) | Self::NoSuchUser(_) => false,
             Self::JobFailed(_) => false,
             Self::Kube { retryable, .. } => *retryable,
@@ -120,7 +128,10 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// Receiving ends of a [`Progress`]: byte counts and output lines.
-pub type ProgressReceivers = (watch::Receiver<(u64, Option<u64>)>, tokio::sync::mpsc::UnboundedReceiver<String>);
+pub type ProgressReceivers = (
+    watch::Receiver<(u64, Option<u64>)>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+);
 
 /// What a long-running operation reports while it runs: byte progress (done, total if known)
 /// and log lines (a Job's output), both forwarded to the task by the workflow.
@@ -176,11 +187,45 @@ pub struct RestoreSpec {
     pub password: Password,
 }
 
+/// Writes the manifest of a finished backup (every platform ends its backup this way) and
+/// returns it with its sha256, the image's checksum.
+pub async fn write_manifest(
+    storage: &crate::storage::Storage,
+    spec: &BackupSpec,
+    globals: crate::storage::ObjectEntry,
+    databases: Vec<crate::storage::DatabaseEntry>,
+) -> Result<(Manifest, String)> {
+    let manifest = Manifest {
+        format_version: Manifest::FORMAT_VERSION,
+        image_id: spec.image_id,
+        postgres_version: spec.postgres_version.clone(),
+        image_type: spec.image_type,
+        created_at: chrono::Utc::now(),
+        globals,
+        databases,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Manifest(e.to_string()))?;
+    let written = storage
+        .put_bytes(&spec.keys.manifest(), bytes::Bytes::from(bytes))
+        .await?;
+    Ok((manifest, written.sha256))
+}
+
 /// Connects to PostgreSQL with a password (never on a command line).
 pub async fn connect(ep: &Endpoint, pw: &Password) -> Result<sea_orm::sqlx::PgConnection> {
     use sea_orm::sqlx::Connection;
-    let opts = sea_orm::sqlx::postgres::PgConnectOptions::new().host(&ep.host).port(ep.port).username(&ep.user).password(pw.expose()).database(&ep.database);
-    sea_orm::sqlx::PgConnection::connect_with(&opts).await.map_err(|source| Error::Connect { endpoint: ep.to_string(), source })
+    let opts = sea_orm::sqlx::postgres::PgConnectOptions::new()
+        .host(&ep.host)
+        .port(ep.port)
+        .username(&ep.user)
+        .password(pw.expose())
+        .database(&ep.database);
+    sea_orm::sqlx::PgConnection::connect_with(&opts)
+        .await
+        .map_err(|source| Error::Connect {
+            endpoint: ep.to_string(),
+            source,
+        })
 }
 
 /// Connects and runs `SELECT 1` within `timeout`.
@@ -188,15 +233,26 @@ pub async fn select_one(ep: &Endpoint, password: &Password, timeout: Duration) -
     use sea_orm::sqlx::{Connection, Row};
     let fut = async {
         let mut c = connect(ep, password).await?;
-        let row = sea_orm::sqlx::query("SELECT 1::int4 AS one").fetch_one(&mut c).await.map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
-        let one: i32 = row.try_get("one").map_err(|source| Error::Query { endpoint: ep.to_string(), source })?;
+        let row = sea_orm::sqlx::query("SELECT 1::int4 AS one")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|source| Error::Query {
+                endpoint: ep.to_string(),
+                source,
+            })?;
+        let one: i32 = row.try_get("one").map_err(|source| Error::Query {
+            endpoint: ep.to_string(),
+            source,
+        })?;
         let _ = c.close().await;
         if one != 1 {
             return Err(Error::JobFailed("SELECT 1 returned something else".into()));
         }
         Ok(())
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout("a test connection", timeout))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout("a test connection", timeout))?
 }
 
 /// Where instances live and jobs run.
@@ -217,17 +273,39 @@ pub trait Platform: Send + Sync + 'static {
     /// Starts PostgreSQL on a restored volume.
     async fn deploy_postgres_from_volume(&self, inst: &InstanceSpec) -> Result<()>;
     /// Waits until PostgreSQL accepts connections with the password.
-    async fn wait_ready(&self, inst: &InstanceSpec, password: &Password, timeout: Duration) -> Result<()>;
+    async fn wait_ready(
+        &self,
+        inst: &InstanceSpec,
+        password: &Password,
+        timeout: Duration,
+    ) -> Result<()>;
     /// Where clients connect (on Kubernetes, once the load balancer has an address).
     async fn endpoint(&self, inst: &InstanceSpec) -> Result<Endpoint>;
     /// Connects and runs `SELECT 1`.
-    async fn test_connection(&self, endpoint: &Endpoint, password: &Password, timeout: Duration) -> Result<()>;
+    async fn test_connection(
+        &self,
+        endpoint: &Endpoint,
+        password: &Password,
+        timeout: Duration,
+    ) -> Result<()>;
     /// Dumps every database and the globals into the store; returns the manifest written.
-    async fn run_backup(&self, spec: &BackupSpec, progress: Progress) -> Result<(Manifest, String)>;
+    async fn run_backup(&self, spec: &BackupSpec, progress: Progress)
+        -> Result<(Manifest, String)>;
     /// Starts the restore job for an instance.
-    async fn start_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress) -> Result<()>;
+    async fn start_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: Progress,
+    ) -> Result<()>;
     /// Waits for the restore job to finish; a failed job is an error.
-    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress, timeout: Duration) -> Result<()>;
+    async fn wait_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: Progress,
+        timeout: Duration,
+    ) -> Result<()>;
     /// Stops PostgreSQL (idempotent).
     async fn stop_postgres(&self, inst: &InstanceSpec) -> Result<()>;
     /// Removes everything the instance had (idempotent).

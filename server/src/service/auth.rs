@@ -21,7 +21,12 @@ impl Services {
     pub async fn bootstrap_admin(&self, given: Option<&SecretString>) -> Result<Option<String>> {
         let (token, generated) = match given {
             Some(t) if t.expose().len() >= 16 => (t.expose().to_owned(), false),
-            Some(_) => return Err(Error::invalid("SNAPGRES_ADMIN_TOKEN", "must be at least 16 characters")),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "SNAPGRES_ADMIN_TOKEN",
+                    "must be at least 16 characters",
+                ))
+            }
             None => {
                 let any_admin = api_token::Entity::find()
                     .filter(api_token::Column::Role.eq(Role::Admin))
@@ -35,7 +40,12 @@ impl Services {
             }
         };
         let hash = hash_token(&token);
-        if api_token::Entity::find().filter(api_token::Column::TokenHash.eq(hash.clone())).one(&self.db).await?.is_none() {
+        if api_token::Entity::find()
+            .filter(api_token::Column::TokenHash.eq(hash.clone()))
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
             api_token::ActiveModel {
                 id: Set(Uuid::new_v4()),
                 name: Set("bootstrap-admin".to_owned()),
@@ -52,14 +62,25 @@ impl Services {
 
     /// The actor behind an `Authorization` header value (`Bearer <token>`).
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Actor> {
-        let token = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::Unauthenticated)?;
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Unauthenticated)?;
         let row = api_token::Entity::find()
             .filter(api_token::Column::TokenHash.eq(hash_token(token)))
             .filter(api_token::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        Ok(Actor { token_id: row.id, name: row.name, role: row.role })
+        Ok(Actor {
+            token_id: row.id,
+            name: row.name,
+            role: row.role,
+        })
     }
 }
 
@@ -96,13 +117,18 @@ impl TokenAdmin {
     /// Every token (hashes never leave the database layer's caller).
     pub async fn list(&self) -> Result<Vec<api_token::Model>> {
         use sea_orm::QueryOrder;
-        Ok(api_token::Entity::find().order_by_asc(api_token::Column::CreatedAt).all(&self.db).await?)
+        Ok(api_token::Entity::find()
+            .order_by_asc(api_token::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
     }
 
     /// Revokes the token with this id, or every live token with this name; returns how many.
     pub async fn revoke(&self, id_or_name: &str) -> Result<u64> {
         use sea_orm::sea_query::Expr;
-        let mut q = api_token::Entity::update_many().col_expr(api_token::Column::RevokedAt, Expr::value(Some(Utc::now()))).filter(api_token::Column::RevokedAt.is_null());
+        let mut q = api_token::Entity::update_many()
+            .col_expr(api_token::Column::RevokedAt, Expr::value(Some(Utc::now())))
+            .filter(api_token::Column::RevokedAt.is_null());
         q = match Uuid::parse_str(id_or_name) {
             Ok(id) => q.filter(api_token::Column::Id.eq(id)),
             Err(_) => q.filter(api_token::Column::Name.eq(id_or_name)),

@@ -4,7 +4,10 @@ use chrono::Utc;
 use entity::image::{self, ImageState};
 use entity::instance::{self, InstanceState};
 use entity::task;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
 use super::instances::{engine_err, istate_word, state_word};
@@ -23,7 +26,11 @@ pub struct CreateImage {
 
 impl Services {
     /// Reserves the image name and id, and starts the backup.
-    pub async fn create_image(&self, actor: &Actor, input: CreateImage) -> Result<(image::Model, task::Model)> {
+    pub async fn create_image(
+        &self,
+        actor: &Actor,
+        input: CreateImage,
+    ) -> Result<(image::Model, task::Model)> {
         actor.require(entity::api_token::Role::Operator)?;
         validate::image_name("name", &input.name)?;
         if let Some(d) = &input.description {
@@ -35,11 +42,30 @@ impl Services {
             .filter(|i| i.state != InstanceState::Deleted)
             .ok_or_else(|| Error::not_found("instance", input.instance_id, Some("instanceId")))?;
         if inst.state != InstanceState::Running {
-            return Err(Error::invalid("instanceId", format!("instance {} is {}, not running", inst.name, istate_word(inst.state))));
+            return Err(Error::invalid(
+                "instanceId",
+                format!(
+                    "instance {} is {}, not running",
+                    inst.name,
+                    istate_word(inst.state)
+                ),
+            ));
         }
-        let pw = inst.password_enc.as_deref().ok_or_else(|| Error::Internal { context: format!("instance {} has no stored password", inst.name), source: None })?;
-        let pw = self.cipher.decrypt(pw).map_err(|e| Error::internal("decrypting the instance password", e))?;
-        let enc = self.cipher.encrypt(&pw).map_err(|e| Error::internal("encrypting the source password", e))?;
+        let pw = inst
+            .password_enc
+            .as_deref()
+            .ok_or_else(|| Error::Internal {
+                context: format!("instance {} has no stored password", inst.name),
+                source: None,
+            })?;
+        let pw = self
+            .cipher
+            .decrypt(pw)
+            .map_err(|e| Error::internal("decrypting the instance password", e))?;
+        let enc = self
+            .cipher
+            .encrypt(&pw)
+            .map_err(|e| Error::internal("encrypting the source password", e))?;
         self.check_task_quota(actor).await?;
         let id = Uuid::new_v4();
         let task_id = Uuid::new_v4();
@@ -71,17 +97,34 @@ impl Services {
         };
         let inserted = match row.insert(&txn).await {
             Ok(m) => m,
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict("name", format!("an image named {} already exists", input.name))),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict(
+                    "name",
+                    format!("an image named {} already exists", input.name),
+                ))
+            }
             Err(e) => return Err(e.into()),
         };
         let t = self
             .engine
-            .enqueue(&txn, task_id, workflows::CREATE_IMAGE, Some(id), serde_json::json!({ "name": input.name, "instance_id": inst.id }), Some(actor.name.clone()))
+            .enqueue(
+                &txn,
+                task_id,
+                workflows::CREATE_IMAGE,
+                Some(id),
+                serde_json::json!({ "name": input.name, "instance_id": inst.id }),
+                Some(actor.name.clone()),
+            )
             .await
             .map_err(engine_err)?;
         match txn.commit().await {
             Ok(()) => {}
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict("name", format!("an image named {} already exists", input.name))),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict(
+                    "name",
+                    format!("an image named {} already exists", input.name),
+                ))
+            }
             Err(e) => return Err(e.into()),
         }
         self.engine.wake(task_id);
@@ -94,7 +137,10 @@ impl Services {
         self.check_task_quota(actor).await?;
         let txn = self.db.begin().await?;
         let res = image::Entity::update_many()
-            .col_expr(image::Column::State, sea_orm::sea_query::Expr::value(ImageState::Deleting))
+            .col_expr(
+                image::Column::State,
+                sea_orm::sea_query::Expr::value(ImageState::Deleting),
+            )
             .filter(image::Column::Id.eq(id))
             .filter(image::Column::State.is_in([ImageState::Ready, ImageState::Failed]))
             .exec(&txn)
@@ -106,13 +152,26 @@ impl Services {
                 .await?
                 .filter(|i| i.state != ImageState::Deleted)
                 .ok_or_else(|| Error::not_found("image", id, None))?;
-            return Err(Error::Conflict { field: None, message: format!("image {} is {}", img.name, state_word(img.state)) });
+            return Err(Error::Conflict {
+                field: None,
+                message: format!("image {} is {}", img.name, state_word(img.state)),
+            });
         }
-        let img = image::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::not_found("image", id, None))?;
+        let img = image::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::not_found("image", id, None))?;
         let task_id = Uuid::new_v4();
         let t = self
             .engine
-            .enqueue(&txn, task_id, workflows::DELETE_IMAGE, Some(id), serde_json::json!({ "name": img.name }), Some(actor.name.clone()))
+            .enqueue(
+                &txn,
+                task_id,
+                workflows::DELETE_IMAGE,
+                Some(id),
+                serde_json::json!({ "name": img.name }),
+                Some(actor.name.clone()),
+            )
             .await
             .map_err(engine_err)?;
         txn.commit().await?;
@@ -126,14 +185,25 @@ impl Services {
     }
 
     /// Images, newest first.
-    pub async fn images(&self, first: Option<i32>, after: Option<&str>, state: Option<ImageState>) -> Result<Page<image::Model>> {
+    pub async fn images(
+        &self,
+        first: Option<i32>,
+        after: Option<&str>,
+        state: Option<ImageState>,
+    ) -> Result<Page<image::Model>> {
         let n = super::page_size(first)?;
-        let mut q = image::Entity::find().order_by_desc(image::Column::CreatedAt).order_by_desc(image::Column::Id);
+        let mut q = image::Entity::find()
+            .order_by_desc(image::Column::CreatedAt)
+            .order_by_desc(image::Column::Id);
         if let Some(s) = state {
             q = q.filter(image::Column::State.eq(s));
         }
         if let Some(a) = after {
-            q = q.filter(older_than!(image::Column::CreatedAt, image::Column::Id, super::decode_cursor(a)?));
+            q = q.filter(older_than!(
+                image::Column::CreatedAt,
+                image::Column::Id,
+                super::decode_cursor(a)?
+            ));
         }
         let mut items = q.limit(n + 1).all(&self.db).await?;
         let has_next = items.len() as u64 > n;

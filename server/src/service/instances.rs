@@ -4,13 +4,43 @@ use chrono::Utc;
 use entity::image::{self, ImageState};
 use entity::instance::{self, InstanceState};
 use entity::task;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
 use super::{older_than, validate, Actor, Page, Services};
 use crate::error::{is_unique_violation, Error, Result};
 use crate::secrets::Password;
 use crate::workflows;
+
+/// Where clients connect to an instance. Never a password: the URI has none.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub host: String,
+    pub port: i32,
+    pub user: String,
+    pub database: String,
+    pub uri: String,
+}
+
+/// The connection of an instance that has an address and is not being deleted.
+pub fn connection_of(m: &instance::Model) -> Option<ConnectionInfo> {
+    if matches!(m.state, InstanceState::Deleted | InstanceState::Deleting) {
+        return None;
+    }
+    let (host, port) = (m.host.clone()?, m.port?);
+    let (user, database) = ("postgres".to_owned(), "postgres".to_owned());
+    let uri = format!("postgresql://{user}@{host}:{port}/{database}");
+    Some(ConnectionInfo {
+        host,
+        port,
+        user,
+        database,
+        uri,
+    })
+}
 
 /// What a caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -39,15 +69,24 @@ impl Services {
     pub async fn create_instance(&self, actor: &Actor, input: CreateInstance) -> Result<Created> {
         actor.require(entity::api_token::Role::Operator)?;
         validate::instance_name("name", &input.name)?;
-        let dns_label = input.dns_label.clone().unwrap_or_else(|| input.name.clone());
+        let dns_label = input
+            .dns_label
+            .clone()
+            .unwrap_or_else(|| input.name.clone());
         validate::dns_label("dnsLabel", &dns_label)?;
         let mut warnings = Vec::new();
         if input.source_image_id.is_some() {
             if input.runtime_image_id.is_some() {
-                return Err(Error::invalid("runtimeImageId", "sourceImageId cannot be combined with runtimeImageId"));
+                return Err(Error::invalid(
+                    "runtimeImageId",
+                    "sourceImageId cannot be combined with runtimeImageId",
+                ));
             }
             if input.image_override.is_some() {
-                return Err(Error::invalid("imageOverride", "sourceImageId cannot be combined with imageOverride"));
+                return Err(Error::invalid(
+                    "imageOverride",
+                    "sourceImageId cannot be combined with imageOverride",
+                ));
             }
         }
         if let Some(n) = input.storage_size_gb {
@@ -55,10 +94,15 @@ impl Services {
         }
         if let Some(o) = &input.image_override {
             if o.is_empty() || o.len() > 512 || o.chars().any(char::is_whitespace) {
-                return Err(Error::invalid("imageOverride", "must be a container image reference without spaces"));
+                return Err(Error::invalid(
+                    "imageOverride",
+                    "must be a container image reference without spaces",
+                ));
             }
         }
-        let (postgres_version, image_type, storage, password_enc, source) = match input.source_image_id {
+        let (postgres_version, image_type, storage, password_enc, source) = match input
+            .source_image_id
+        {
             Some(image_id) => {
                 let img = image::Entity::find_by_id(image_id)
                     .one(&self.db)
@@ -66,37 +110,82 @@ impl Services {
                     .filter(|i| i.state != ImageState::Deleted)
                     .ok_or_else(|| Error::not_found("image", image_id, Some("sourceImageId")))?;
                 if img.state != ImageState::Ready {
-                    return Err(Error::invalid("sourceImageId", format!("image {} is {}, not ready", img.name, state_word(img.state))));
+                    return Err(Error::invalid(
+                        "sourceImageId",
+                        format!("image {} is {}, not ready", img.name, state_word(img.state)),
+                    ));
                 }
                 if input.password.is_some() {
-                    warnings.push("password ignored: a restored instance keeps the source image's password".to_owned());
+                    warnings.push(
+                        "password ignored: a restored instance keeps the source image's password"
+                            .to_owned(),
+                    );
                 }
                 if let Some(v) = &input.postgres_version {
                     if *v != img.postgres_version {
-                        warnings.push(format!("postgresVersion {v} ignored: the image is PostgreSQL {}", img.postgres_version));
+                        warnings.push(format!(
+                            "postgresVersion {v} ignored: the image is PostgreSQL {}",
+                            img.postgres_version
+                        ));
                     }
                 }
                 if let Some(t) = input.image_type {
                     if t != img.image_type {
-                        warnings.push("imageType ignored: a restored instance keeps the image's type".to_owned());
+                        warnings.push(
+                            "imageType ignored: a restored instance keeps the image's type"
+                                .to_owned(),
+                        );
                     }
                 }
-                let size = input.storage_size_gb.unwrap_or(img.storage_size_gb).max(img.storage_size_gb);
+                let size = input
+                    .storage_size_gb
+                    .unwrap_or(img.storage_size_gb)
+                    .max(img.storage_size_gb);
                 // The password is copied by the get_source_password step; until then none is stored.
-                (img.postgres_version.clone(), img.image_type, size, None, Some(img.id))
+                (
+                    img.postgres_version.clone(),
+                    img.image_type,
+                    size,
+                    None,
+                    Some(img.id),
+                )
             }
             None => {
-                let pw = input.password.as_ref().ok_or_else(|| Error::invalid("password", "a password is required for a new instance"))?;
+                let pw = input.password.as_ref().ok_or_else(|| {
+                    Error::invalid("password", "a password is required for a new instance")
+                })?;
                 validate::password("password", pw.expose())?;
-                let v = input.postgres_version.clone().unwrap_or_else(|| self.postgres_versions.first().cloned().unwrap_or_else(|| "15".into()));
+                let v = input.postgres_version.clone().unwrap_or_else(|| {
+                    self.postgres_versions
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "15".into())
+                });
                 if !self.postgres_versions.contains(&v) {
-                    return Err(Error::invalid("postgresVersion", format!("PostgreSQL {v} is not available here (available: {})", self.postgres_versions.join(", "))));
+                    return Err(Error::invalid(
+                        "postgresVersion",
+                        format!(
+                            "PostgreSQL {v} is not available here (available: {})",
+                            self.postgres_versions.join(", ")
+                        ),
+                    ));
                 }
-                let enc = self.cipher.encrypt(pw).map_err(|e| Error::internal("encrypting the password", e))?;
-                (v, input.image_type.unwrap_or(entity::ImageType::Stock), input.storage_size_gb.unwrap_or(10), Some(enc), None)
+                let enc = self
+                    .cipher
+                    .encrypt(pw)
+                    .map_err(|e| Error::internal("encrypting the password", e))?;
+                (
+                    v,
+                    input.image_type.unwrap_or(entity::ImageType::Stock),
+                    input.storage_size_gb.unwrap_or(10),
+                    Some(enc),
+                    None,
+                )
             }
         };
-        if self.platform == "local" && (input.image_override.is_some() || input.runtime_image_id.is_some()) {
+        if self.platform == "local"
+            && (input.image_override.is_some() || input.runtime_image_id.is_some())
+        {
             warnings.push("the local platform runs the installed PostgreSQL binaries; the runtime image setting is recorded but not used".to_owned());
         }
         self.check_task_quota(actor).await?;
@@ -118,7 +207,10 @@ impl Services {
             platform: Set(self.platform.to_owned()),
             postgres_version: Set(postgres_version),
             image_type: Set(image_type),
-            runtime_image: Set(input.image_override.clone().or(input.runtime_image_id.map(|u| u.to_string()))),
+            runtime_image: Set(input
+                .image_override
+                .clone()
+                .or(input.runtime_image_id.map(|u| u.to_string()))),
             storage_size_gb: Set(storage),
             state: Set(InstanceState::Creating),
             host: Set(None),
@@ -140,19 +232,39 @@ impl Services {
             Err(e) => return Err(e.into()),
         };
         let task_input = serde_json::json!({ "name": input.name, "source_image_id": source });
-        let t = self.engine.enqueue(&txn, task_id, workflows::CREATE_INSTANCE, Some(id), task_input, Some(actor.name.clone())).await.map_err(engine_err)?;
+        let t = self
+            .engine
+            .enqueue(
+                &txn,
+                task_id,
+                workflows::CREATE_INSTANCE,
+                Some(id),
+                task_input,
+                Some(actor.name.clone()),
+            )
+            .await
+            .map_err(engine_err)?;
         match txn.commit().await {
             Ok(()) => {}
-            Err(e) if is_unique_violation(&e) => return Err(self.instance_conflict(&input.name, &dns_label).await),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(self.instance_conflict(&input.name, &dns_label).await)
+            }
             Err(e) => return Err(e.into()),
         }
         self.engine.wake(task_id);
-        Ok(Created { instance: inserted, task: t, warnings })
+        Ok(Created {
+            instance: inserted,
+            task: t,
+            warnings,
+        })
     }
 
     /// Which of name and DNS label is taken.
     async fn instance_conflict(&self, name: &str, dns_label: &str) -> Error {
-        let taken = instance::Entity::find().filter(instance::Column::LiveName.eq(name.to_owned())).one(&self.db).await;
+        let taken = instance::Entity::find()
+            .filter(instance::Column::LiveName.eq(name.to_owned()))
+            .one(&self.db)
+            .await;
         if matches!(taken, Ok(Some(_))) {
             return Error::conflict("name", format!("an instance named {name} already exists"));
         }
@@ -165,7 +277,10 @@ impl Services {
         self.check_task_quota(actor).await?;
         let txn = self.db.begin().await?;
         let res = instance::Entity::update_many()
-            .col_expr(instance::Column::State, sea_orm::sea_query::Expr::value(InstanceState::Deleting))
+            .col_expr(
+                instance::Column::State,
+                sea_orm::sea_query::Expr::value(InstanceState::Deleting),
+            )
             .filter(instance::Column::Id.eq(id))
             .filter(instance::Column::State.is_in([InstanceState::Running, InstanceState::Failed]))
             .exec(&txn)
@@ -177,13 +292,30 @@ impl Services {
                 .await?
                 .filter(|i| i.state != InstanceState::Deleted)
                 .ok_or_else(|| Error::not_found("instance", id, None))?;
-            return Err(Error::Conflict { field: None, message: format!("instance {} is {}; wait for it or cancel its task", inst.name, istate_word(inst.state)) });
+            return Err(Error::Conflict {
+                field: None,
+                message: format!(
+                    "instance {} is {}; wait for it or cancel its task",
+                    inst.name,
+                    istate_word(inst.state)
+                ),
+            });
         }
-        let inst = instance::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::not_found("instance", id, None))?;
+        let inst = instance::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::not_found("instance", id, None))?;
         let task_id = Uuid::new_v4();
         let t = self
             .engine
-            .enqueue(&txn, task_id, workflows::DELETE_INSTANCE, Some(id), serde_json::json!({ "name": inst.name }), Some(actor.name.clone()))
+            .enqueue(
+                &txn,
+                task_id,
+                workflows::DELETE_INSTANCE,
+                Some(id),
+                serde_json::json!({ "name": inst.name }),
+                Some(actor.name.clone()),
+            )
             .await
             .map_err(engine_err)?;
         txn.commit().await?;
@@ -197,14 +329,25 @@ impl Services {
     }
 
     /// Instances, newest first.
-    pub async fn instances(&self, first: Option<i32>, after: Option<&str>, state: Option<InstanceState>) -> Result<Page<instance::Model>> {
+    pub async fn instances(
+        &self,
+        first: Option<i32>,
+        after: Option<&str>,
+        state: Option<InstanceState>,
+    ) -> Result<Page<instance::Model>> {
         let n = super::page_size(first)?;
-        let mut q = instance::Entity::find().order_by_desc(instance::Column::CreatedAt).order_by_desc(instance::Column::Id);
+        let mut q = instance::Entity::find()
+            .order_by_desc(instance::Column::CreatedAt)
+            .order_by_desc(instance::Column::Id);
         if let Some(s) = state {
             q = q.filter(instance::Column::State.eq(s));
         }
         if let Some(a) = after {
-            q = q.filter(older_than!(instance::Column::CreatedAt, instance::Column::Id, super::decode_cursor(a)?));
+            q = q.filter(older_than!(
+                instance::Column::CreatedAt,
+                instance::Column::Id,
+                super::decode_cursor(a)?
+            ));
         }
         let mut items = q.limit(n + 1).all(&self.db).await?;
         let has_next = items.len() as u64 > n;

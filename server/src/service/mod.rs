@@ -30,7 +30,9 @@ impl Actor {
         if self.role >= role {
             Ok(())
         } else {
-            Err(Error::Forbidden { needed: role_name(role) })
+            Err(Error::Forbidden {
+                needed: role_name(role),
+            })
         }
     }
 }
@@ -69,7 +71,11 @@ impl Services {
         use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
         let active = task::Entity::find()
             .filter(task::Column::CreatedBy.eq(actor.name.clone()))
-            .filter(task::Column::State.is_in([TaskState::Queued, TaskState::Running, TaskState::Cancelling]))
+            .filter(task::Column::State.is_in([
+                TaskState::Queued,
+                TaskState::Running,
+                TaskState::Cancelling,
+            ]))
             .count(&self.db)
             .await?;
         if active >= self.max_active_tasks_per_token {
@@ -95,17 +101,25 @@ pub struct Page<T> {
 /// Cursor of a newest-first list: creation time and id.
 pub fn encode_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), id))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        id
+    ))
 }
 
 /// Parses [`encode_cursor`]'s output.
 pub fn decode_cursor(s: &str) -> Result<(chrono::DateTime<chrono::Utc>, Uuid)> {
     use base64::Engine as _;
     let bad = || Error::invalid("after", "invalid cursor");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (at, id) = raw.split_once('|').ok_or_else(bad)?;
-    let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&chrono::Utc);
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .map_err(|_| bad())?
+        .with_timezone(&chrono::Utc);
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
@@ -123,7 +137,13 @@ macro_rules! older_than {
     ($col_at:expr, $col_id:expr, $after:expr) => {{
         use sea_orm::ColumnTrait;
         let (at, id) = $after;
-        sea_orm::sea_query::Condition::any().add($col_at.lt(at)).add(sea_orm::sea_query::Condition::all().add($col_at.eq(at)).add($col_id.lt(id)))
+        sea_orm::sea_query::Condition::any()
+            .add($col_at.lt(at))
+            .add(
+                sea_orm::sea_query::Condition::all()
+                    .add($col_at.eq(at))
+                    .add($col_id.lt(id)),
+            )
     }};
 }
 pub(crate) use older_than;

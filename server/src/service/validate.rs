@@ -9,14 +9,18 @@ fn is_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
 }
 
 /// An instance name: an RFC 1123 label starting with a letter, at most 54 characters.
 pub fn instance_name(field: &str, s: &str) -> Result<()> {
     if s.len() > MAX_INSTANCE_NAME {
-        return Err(Error::invalid(field, format!("must be at most {MAX_INSTANCE_NAME} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_INSTANCE_NAME} characters"),
+        ));
     }
     if !is_label(s) {
         return Err(Error::invalid(field, "must be lowercase letters, digits and '-', start with a letter and end with a letter or digit"));
@@ -41,7 +45,8 @@ pub fn image_name(field: &str, s: &str) -> Result<()> {
     let ok = !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_');
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_');
     if ok {
         Ok(())
     } else {
@@ -88,7 +93,11 @@ mod tests {
         }
         for bad in ["", "1abc", "-a", "a-", "Abc", "a_b", "a.b", &"a".repeat(55)] {
             let e = instance_name("name", bad).unwrap_err();
-            assert_eq!((e.code(), e.field()), ("BAD_USER_INPUT", Some("name")), "{bad}");
+            assert_eq!(
+                (e.code(), e.field()),
+                ("BAD_USER_INPUT", Some("name")),
+                "{bad}"
+            );
         }
         instance_name("name", &"a".repeat(54)).unwrap();
         dns_label("dnsLabel", &"a".repeat(63)).unwrap();

@@ -8,10 +8,13 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::task::{self, TaskState};
 use entity::task_step::{self, StepState};
+use futures::FutureExt;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::sea_query::{LockBehavior, LockType};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
-use futures::FutureExt;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -51,7 +54,11 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            owner: format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]),
+            owner: format!(
+                "{}-{}",
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..8]
+            ),
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             max_claims: 20,
@@ -176,13 +183,21 @@ impl Engine {
     /// Wakes an idle worker (after an enqueue commits) and tells subscribers.
     pub fn wake(&self, task_id: Uuid) {
         self.inner.wake.notify_one();
-        self.inner.bus.publish(TaskEvent { task_id, state: TaskState::Queued, step: None, log: None });
+        self.inner.bus.publish(TaskEvent {
+            task_id,
+            state: TaskState::Queued,
+            step: None,
+            log: None,
+        });
     }
 
     /// Asks a task to stop: queued and running tasks become `cancelling`; the worker that holds
     /// it (or the next to claim it) stops the running step and runs the workflow's cleanup.
     pub async fn cancel(&self, id: Uuid) -> Result<task::Model, EngineError> {
-        let t = task::Entity::find_by_id(id).one(&self.inner.db).await?.ok_or(EngineError::NotFound(id))?;
+        let t = task::Entity::find_by_id(id)
+            .one(&self.inner.db)
+            .await?
+            .ok_or(EngineError::NotFound(id))?;
         if t.state == TaskState::Cancelling {
             return Ok(t);
         }
@@ -192,7 +207,10 @@ impl Engine {
             .filter(task::Column::State.is_in([TaskState::Queued, TaskState::Running]))
             .exec(&self.inner.db)
             .await?;
-        let t = task::Entity::find_by_id(id).one(&self.inner.db).await?.ok_or(EngineError::NotFound(id))?;
+        let t = task::Entity::find_by_id(id)
+            .one(&self.inner.db)
+            .await?
+            .ok_or(EngineError::NotFound(id))?;
         if res.rows_affected == 0 && t.state != TaskState::Cancelling {
             return Err(EngineError::NotCancellable { id, state: t.state });
         }
@@ -200,7 +218,12 @@ impl Engine {
             tok.cancel();
         }
         self.inner.wake.notify_one();
-        self.inner.bus.publish(TaskEvent { task_id: id, state: TaskState::Cancelling, step: None, log: None });
+        self.inner.bus.publish(TaskEvent {
+            task_id: id,
+            state: TaskState::Cancelling,
+            step: None,
+            log: None,
+        });
         Ok(t)
     }
 
@@ -258,7 +281,11 @@ impl Engine {
                     .add(task::Column::State.is_in([TaskState::Running, TaskState::Cancelling]))
                     .add(task::Column::LeaseExpiresAt.lt(now)),
             )
-            .add(Condition::all().add(task::Column::State.eq(TaskState::Cancelling)).add(task::Column::LeaseOwner.is_null()));
+            .add(
+                Condition::all()
+                    .add(task::Column::State.eq(TaskState::Cancelling))
+                    .add(task::Column::LeaseOwner.is_null()),
+            );
         if db.get_database_backend() == DbBackend::Postgres {
             // PostgreSQL: lock one claimable row, skipping rows other replicas are claiming, so
             // concurrent claimers never queue behind each other. The update below is still the
@@ -278,7 +305,12 @@ impl Engine {
             txn.commit().await?;
             return Ok(claimed);
         }
-        let candidates = task::Entity::find().filter(claimable.clone()).order_by_asc(task::Column::CreatedAt).limit(8).all(db).await?;
+        let candidates = task::Entity::find()
+            .filter(claimable.clone())
+            .order_by_asc(task::Column::CreatedAt)
+            .limit(8)
+            .all(db)
+            .await?;
         for c in candidates {
             if let Some(t) = self.try_claim(db, &c, now, claimable.clone()).await? {
                 return Ok(Some(t));
@@ -288,15 +320,37 @@ impl Engine {
     }
 
     /// Compare-and-set claim of one task row.
-    async fn try_claim<C: ConnectionTrait>(&self, db: &C, c: &task::Model, now: chrono::DateTime<Utc>, claimable: Condition) -> Result<Option<task::Model>, EngineError> {
+    async fn try_claim<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        c: &task::Model,
+        now: chrono::DateTime<Utc>,
+        claimable: Condition,
+    ) -> Result<Option<task::Model>, EngineError> {
         {
-            let next_state = if c.state == TaskState::Queued { TaskState::Running } else { c.state };
+            let next_state = if c.state == TaskState::Queued {
+                TaskState::Running
+            } else {
+                c.state
+            };
             let res = task::Entity::update_many()
                 .col_expr(task::Column::Attempt, Expr::value(c.attempt + 1))
-                .col_expr(task::Column::LeaseOwner, Expr::value(Some(self.inner.cfg.owner.clone())))
-                .col_expr(task::Column::LeaseExpiresAt, Expr::value(Some(now + chrono::Duration::from_std(self.inner.cfg.lease).unwrap_or_else(|_| chrono::Duration::seconds(30)))))
+                .col_expr(
+                    task::Column::LeaseOwner,
+                    Expr::value(Some(self.inner.cfg.owner.clone())),
+                )
+                .col_expr(
+                    task::Column::LeaseExpiresAt,
+                    Expr::value(Some(
+                        now + chrono::Duration::from_std(self.inner.cfg.lease)
+                            .unwrap_or_else(|_| chrono::Duration::seconds(30)),
+                    )),
+                )
                 .col_expr(task::Column::State, Expr::value(next_state))
-                .col_expr(task::Column::StartedAt, Expr::value(Some(c.started_at.unwrap_or(now))))
+                .col_expr(
+                    task::Column::StartedAt,
+                    Expr::value(Some(c.started_at.unwrap_or(now))),
+                )
                 .filter(task::Column::Id.eq(c.id))
                 .filter(task::Column::Attempt.eq(c.attempt))
                 .filter(task::Column::State.eq(c.state))
@@ -323,7 +377,12 @@ impl Engine {
         let cancel = CancellationToken::new();
         let lost = CancellationToken::new();
         self.inner.running.lock().await.insert(t.id, cancel.clone());
-        let hb = AbortOnDrop(tokio::spawn(heartbeat(Arc::clone(&fence), self.inner.cfg.lease, cancel.clone(), lost.clone())));
+        let hb = AbortOnDrop(tokio::spawn(heartbeat(
+            Arc::clone(&fence),
+            self.inner.cfg.lease,
+            cancel.clone(),
+            lost.clone(),
+        )));
         let ctx = StepCtx {
             task_id: t.id,
             target_id: t.target_id,
@@ -334,16 +393,28 @@ impl Engine {
             cancel: cancel.clone(),
         };
         let span = tracing::info_span!("task", id = %t.id, kind = %t.kind, attempt = t.attempt);
-        let _ = tracing::Instrument::instrument(self.drive(&t, &ctx, &fence, &cancel, &lost), span).await;
+        let _ = tracing::Instrument::instrument(self.drive(&t, &ctx, &fence, &cancel, &lost), span)
+            .await;
         drop(hb);
         self.inner.running.lock().await.remove(&t.id);
     }
 
-    async fn drive(&self, t: &task::Model, ctx: &StepCtx, fence: &Fence, cancel: &CancellationToken, lost: &CancellationToken) -> Result<(), StepError> {
+    async fn drive(
+        &self,
+        t: &task::Model,
+        ctx: &StepCtx,
+        fence: &Fence,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Result<(), StepError> {
         bus_state(fence, t.state);
         let wf = match self.workflow(&t.kind) {
             Ok(wf) => wf,
-            Err(e) => return fence.finish_task(TaskState::Failed, Some(e.to_string())).await,
+            Err(e) => {
+                return fence
+                    .finish_task(TaskState::Failed, Some(e.to_string()))
+                    .await
+            }
         };
         if t.attempt > self.inner.cfg.max_claims {
             let msg = format!("task was claimed {} times without finishing", t.attempt);
@@ -353,9 +424,21 @@ impl Engine {
             return self.cancelled(&*wf, ctx, fence).await;
         }
         if t.attempt > 1 {
-            fence.log("warn", &format!("resumed by worker {} (claim {})", self.inner.cfg.owner, t.attempt)).await?;
+            fence
+                .log(
+                    "warn",
+                    &format!(
+                        "resumed by worker {} (claim {})",
+                        self.inner.cfg.owner, t.attempt
+                    ),
+                )
+                .await?;
         }
-        let defs: HashMap<&'static str, StepDef> = wf.steps(&t.input).into_iter().map(|d| (d.name, d)).collect();
+        let defs: HashMap<&'static str, StepDef> = wf
+            .steps(&t.input)
+            .into_iter()
+            .map(|d| (d.name, d))
+            .collect();
         let steps = task_step::Entity::find()
             .filter(task_step::Column::TaskId.eq(t.id))
             .order_by_asc(task_step::Column::Position)
@@ -370,18 +453,28 @@ impl Engine {
                 let msg = format!("workflow {} has no step {}", t.kind, step.name);
                 return self.fail(&*wf, ctx, fence, msg).await;
             };
-            *ctx.step.lock().await = Some(StepHandle { id: step.id, name: def.name, last_progress: None });
+            *ctx.step.lock().await = Some(StepHandle {
+                id: step.id,
+                name: def.name,
+                last_progress: None,
+            });
             let mut tries = 0u32;
             loop {
                 tries += 1;
                 let started = fence.step_start(step.id).await?;
                 let t0 = std::time::Instant::now();
                 if started.attempt > 1 && tries == 1 {
-                    fence.log("info", &format!("{}: attempt {} (resuming)", def.name, started.attempt)).await?;
+                    fence
+                        .log(
+                            "info",
+                            &format!("{}: attempt {} (resuming)", def.name, started.attempt),
+                        )
+                        .await?;
                 }
                 // A panic in step code fails the step (it is a bug, not a transient fault)
                 // instead of taking the worker down with the task still leased.
-                let guarded = std::panic::AssertUnwindSafe(wf.run_step(def.name, ctx)).catch_unwind();
+                let guarded =
+                    std::panic::AssertUnwindSafe(wf.run_step(def.name, ctx)).catch_unwind();
                 let result = tokio::select! {
                     r = tokio::time::timeout(def.policy.timeout, guarded) => match r {
                         Ok(Ok(r)) => r,
@@ -402,10 +495,17 @@ impl Engine {
                     Err(StepError::Cancelled) => "cancelled",
                     Err(StepError::LeaseLost) => "interrupted",
                 };
-                crate::metrics::METRICS.step(&t.kind, def.name, outcome, t0.elapsed().as_secs_f64());
+                crate::metrics::METRICS.step(
+                    &t.kind,
+                    def.name,
+                    outcome,
+                    t0.elapsed().as_secs_f64(),
+                );
                 match result {
                     Ok(()) => {
-                        fence.step_finish(step.id, StepState::Succeeded, None).await?;
+                        fence
+                            .step_finish(step.id, StepState::Succeeded, None)
+                            .await?;
                         break;
                     }
                     Err(StepError::LeaseLost) => {
@@ -413,14 +513,26 @@ impl Engine {
                         return Err(StepError::LeaseLost);
                     }
                     Err(StepError::Cancelled) => {
-                        fence.step_finish(step.id, StepState::Failed, Some("cancelled".into())).await?;
+                        fence
+                            .step_finish(step.id, StepState::Failed, Some("cancelled".into()))
+                            .await?;
                         return self.cancelled(&*wf, ctx, fence).await;
                     }
                     Err(StepError::Retryable(e)) if tries < def.policy.max_attempts => {
                         let msg = super::step::error_chain(e.as_ref());
                         let wait = def.policy.backoff(tries + 1);
                         fence.step_retrying(step.id, &msg).await?;
-                        fence.log("warn", &format!("{} attempt {} failed: {msg}; retrying in {:.1}s", def.name, started.attempt, wait.as_secs_f64())).await?;
+                        fence
+                            .log(
+                                "warn",
+                                &format!(
+                                    "{} attempt {} failed: {msg}; retrying in {:.1}s",
+                                    def.name,
+                                    started.attempt,
+                                    wait.as_secs_f64()
+                                ),
+                            )
+                            .await?;
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = cancel.cancelled() => {
@@ -433,9 +545,15 @@ impl Engine {
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        fence.step_finish(step.id, StepState::Failed, Some(msg.clone())).await?;
-                        fence.log("error", &format!("{} failed: {msg}", def.name)).await?;
-                        return self.fail(&*wf, ctx, fence, format!("{}: {msg}", def.name)).await;
+                        fence
+                            .step_finish(step.id, StepState::Failed, Some(msg.clone()))
+                            .await?;
+                        fence
+                            .log("error", &format!("{} failed: {msg}", def.name))
+                            .await?;
+                        return self
+                            .fail(&*wf, ctx, fence, format!("{}: {msg}", def.name))
+                            .await;
                     }
                 }
             }
@@ -444,20 +562,40 @@ impl Engine {
         fence.finish_task(TaskState::Succeeded, None).await
     }
 
-    async fn fail(&self, wf: &dyn Workflow, ctx: &StepCtx, fence: &Fence, msg: String) -> Result<(), StepError> {
+    async fn fail(
+        &self,
+        wf: &dyn Workflow,
+        ctx: &StepCtx,
+        fence: &Fence,
+        msg: String,
+    ) -> Result<(), StepError> {
         *ctx.step.lock().await = None;
-        self.cleanup(wf, ctx, fence, &Outcome::Failed(msg.clone())).await?;
+        self.cleanup(wf, ctx, fence, &Outcome::Failed(msg.clone()))
+            .await?;
         fence.finish_task(TaskState::Failed, Some(msg)).await
     }
 
-    async fn cancelled(&self, wf: &dyn Workflow, ctx: &StepCtx, fence: &Fence) -> Result<(), StepError> {
+    async fn cancelled(
+        &self,
+        wf: &dyn Workflow,
+        ctx: &StepCtx,
+        fence: &Fence,
+    ) -> Result<(), StepError> {
         *ctx.step.lock().await = None;
         fence.log("info", "cancelled; cleaning up").await?;
         self.cleanup(wf, ctx, fence, &Outcome::Cancelled).await?;
-        fence.finish_task(TaskState::Cancelled, Some("cancelled".into())).await
+        fence
+            .finish_task(TaskState::Cancelled, Some("cancelled".into()))
+            .await
     }
 
-    async fn cleanup(&self, wf: &dyn Workflow, ctx: &StepCtx, fence: &Fence, outcome: &Outcome) -> Result<(), StepError> {
+    async fn cleanup(
+        &self,
+        wf: &dyn Workflow,
+        ctx: &StepCtx,
+        fence: &Fence,
+        outcome: &Outcome,
+    ) -> Result<(), StepError> {
         // Cleanup must run even though the task's token is cancelled: give it a fresh one.
         let cleanup_ctx = StepCtx {
             task_id: ctx.task_id,
@@ -468,7 +606,12 @@ impl Engine {
             context: Mutex::new(ctx.context.lock().await.clone()),
             cancel: CancellationToken::new(),
         };
-        match tokio::time::timeout(self.inner.cfg.cleanup_timeout, wf.cleanup(&cleanup_ctx, outcome)).await {
+        match tokio::time::timeout(
+            self.inner.cfg.cleanup_timeout,
+            wf.cleanup(&cleanup_ctx, outcome),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(StepError::LeaseLost)) => Err(StepError::LeaseLost),
             Ok(Err(e)) => fence.log("error", &format!("cleanup failed: {e}")).await,
@@ -478,7 +621,10 @@ impl Engine {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".to_owned())
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Aborts the heartbeat when the run ends, however it ends.
@@ -491,12 +637,24 @@ impl Drop for AbortOnDrop {
 }
 
 fn bus_state(fence: &Fence, state: TaskState) {
-    fence.bus.publish(TaskEvent { task_id: fence.task_id, state, step: None, log: None });
+    fence.bus.publish(TaskEvent {
+        task_id: fence.task_id,
+        state,
+        step: None,
+        log: None,
+    });
 }
 
 /// Renews the lease; cancels the task's token when the task is being cancelled or the lease is lost.
-async fn heartbeat(fence: Arc<Fence>, lease: Duration, cancel: CancellationToken, lost: CancellationToken) {
-    let every = (lease / 3).min(Duration::from_secs(1)).max(Duration::from_millis(100));
+async fn heartbeat(
+    fence: Arc<Fence>,
+    lease: Duration,
+    cancel: CancellationToken,
+    lost: CancellationToken,
+) {
+    let every = (lease / 3)
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
         match fence.renew().await {

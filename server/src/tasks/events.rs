@@ -109,8 +109,14 @@ impl EventBus {
                     cut(&mut m);
                     l.message = m.unwrap_or_default();
                 }
-                let Ok(payload) = serde_json::to_string(&Wire { origin, event: ev }) else { continue };
-                let stmt = Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_notify($1, $2)", [CHANNEL.into(), payload.into()]);
+                let Ok(payload) = serde_json::to_string(&Wire { origin, event: ev }) else {
+                    continue;
+                };
+                let stmt = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [CHANNEL.into(), payload.into()],
+                );
                 if let Err(e) = db.execute_raw(stmt).await {
                     tracing::warn!(error = %e, "could not forward a task event to other replicas");
                 }

@@ -4,11 +4,12 @@
 
 use chrono::Utc;
 use entity::task::{self, TaskState};
-use entity::task_step::{self, StepState};
 use entity::task_log;
+use entity::task_step::{self, StepState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, Set, TransactionTrait,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -33,13 +34,18 @@ fn db_err(e: DbErr) -> StepError {
 
 impl Fence {
     fn lease_until(&self) -> chrono::DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_else(|_| chrono::Duration::seconds(30))
+        Utc::now()
+            + chrono::Duration::from_std(self.lease)
+                .unwrap_or_else(|_| chrono::Duration::seconds(30))
     }
 
     /// Renews the lease inside `c` and returns the task's state; `LeaseLost` if no longer ours.
     async fn check<C: ConnectionTrait>(&self, c: &C) -> Result<TaskState, StepError> {
         let res = task::Entity::update_many()
-            .col_expr(task::Column::LeaseExpiresAt, Expr::value(self.lease_until()))
+            .col_expr(
+                task::Column::LeaseExpiresAt,
+                Expr::value(self.lease_until()),
+            )
             .filter(task::Column::Id.eq(self.task_id))
             .filter(task::Column::Attempt.eq(self.attempt))
             .filter(task::Column::LeaseOwner.eq(self.owner.clone()))
@@ -50,7 +56,10 @@ impl Fence {
         if res.rows_affected != 1 {
             return Err(StepError::LeaseLost);
         }
-        let t = task::Entity::find_by_id(self.task_id).one(c).await.map_err(db_err)?;
+        let t = task::Entity::find_by_id(self.task_id)
+            .one(c)
+            .await
+            .map_err(db_err)?;
         t.map(|t| t.state).ok_or(StepError::LeaseLost)
     }
 
@@ -90,11 +99,20 @@ impl Fence {
         .await
         .map_err(db_err)?;
         txn.commit().await.map_err(db_err)?;
-        self.bus.publish(TaskEvent { task_id: self.task_id, state, step: None, log: Some(row) });
+        self.bus.publish(TaskEvent {
+            task_id: self.task_id,
+            state,
+            step: None,
+            log: Some(row),
+        });
         Ok(())
     }
 
-    async fn update_step(&self, id: Uuid, f: impl FnOnce(&mut task_step::ActiveModel, &task_step::Model)) -> Result<task_step::Model, StepError> {
+    async fn update_step(
+        &self,
+        id: Uuid,
+        f: impl FnOnce(&mut task_step::ActiveModel, &task_step::Model),
+    ) -> Result<task_step::Model, StepError> {
         let txn = self.db.begin().await.map_err(db_err)?;
         let state = self.check(&txn).await?;
         let cur = task_step::Entity::find_by_id(id)
@@ -106,7 +124,12 @@ impl Fence {
         f(&mut am, &cur);
         let m = am.update(&txn).await.map_err(db_err)?;
         txn.commit().await.map_err(db_err)?;
-        self.bus.publish(TaskEvent { task_id: self.task_id, state, step: Some(m.clone()), log: None });
+        self.bus.publish(TaskEvent {
+            task_id: self.task_id,
+            state,
+            step: Some(m.clone()),
+            log: None,
+        });
         Ok(m)
     }
 
@@ -123,7 +146,13 @@ impl Fence {
     }
 
     /// Records progress of a step.
-    pub async fn step_progress(&self, id: Uuid, done: f64, total: Option<f64>, unit: &str) -> Result<(), StepError> {
+    pub async fn step_progress(
+        &self,
+        id: Uuid,
+        done: f64,
+        total: Option<f64>,
+        unit: &str,
+    ) -> Result<(), StepError> {
         self.update_step(id, |am, _| {
             am.done = Set(Some(done));
             am.total = Set(total);
@@ -135,16 +164,25 @@ impl Fence {
 
     /// Sets a step's message.
     pub async fn step_message(&self, id: Uuid, message: &str) -> Result<(), StepError> {
-        self.update_step(id, |am, _| am.message = Set(Some(message.to_owned()))).await.map(|_| ())
+        self.update_step(id, |am, _| am.message = Set(Some(message.to_owned())))
+            .await
+            .map(|_| ())
     }
 
     /// Records a failed try that will be retried (the step stays running).
     pub async fn step_retrying(&self, id: Uuid, error: &str) -> Result<(), StepError> {
-        self.update_step(id, |am, _| am.error = Set(Some(error.to_owned()))).await.map(|_| ())
+        self.update_step(id, |am, _| am.error = Set(Some(error.to_owned())))
+            .await
+            .map(|_| ())
     }
 
     /// Ends a step.
-    pub async fn step_finish(&self, id: Uuid, state: StepState, error: Option<String>) -> Result<(), StepError> {
+    pub async fn step_finish(
+        &self,
+        id: Uuid,
+        state: StepState,
+        error: Option<String>,
+    ) -> Result<(), StepError> {
         self.update_step(id, |am, _| {
             am.state = Set(state);
             am.finished_at = Set(Some(Utc::now()));
@@ -155,7 +193,11 @@ impl Fence {
     }
 
     /// Ends the task: remaining pending/running steps become skipped, the state terminal.
-    pub async fn finish_task(&self, state: TaskState, error: Option<String>) -> Result<(), StepError> {
+    pub async fn finish_task(
+        &self,
+        state: TaskState,
+        error: Option<String>,
+    ) -> Result<(), StepError> {
         let txn = self.db.begin().await.map_err(db_err)?;
         self.check(&txn).await?;
         let open = task_step::Entity::find()
@@ -174,16 +216,29 @@ impl Fence {
             .col_expr(task::Column::State, Expr::value(state))
             .col_expr(task::Column::Error, Expr::value(error))
             .col_expr(task::Column::FinishedAt, Expr::value(Some(Utc::now())))
-            .col_expr(task::Column::LeaseExpiresAt, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+            .col_expr(
+                task::Column::LeaseExpiresAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
             .filter(task::Column::Id.eq(self.task_id))
             .exec(&txn)
             .await
             .map_err(db_err)?;
         txn.commit().await.map_err(db_err)?;
         for s in changed {
-            self.bus.publish(TaskEvent { task_id: self.task_id, state: TaskState::Running, step: Some(s), log: None });
+            self.bus.publish(TaskEvent {
+                task_id: self.task_id,
+                state: TaskState::Running,
+                step: Some(s),
+                log: None,
+            });
         }
-        self.bus.publish(TaskEvent { task_id: self.task_id, state, step: None, log: None });
+        self.bus.publish(TaskEvent {
+            task_id: self.task_id,
+            state,
+            step: None,
+            log: None,
+        });
         Ok(())
     }
 }

@@ -9,4 +9,6 @@ mod step;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use events::{EventBus, TaskEvent};
-pub use step::{error_chain, Outcome, ResultExt, RetryPolicy, StepCtx, StepDef, StepError, Workflow};
+pub use step::{
+    error_chain, Outcome, ResultExt, RetryPolicy, StepCtx, StepDef, StepError, Workflow,
+};

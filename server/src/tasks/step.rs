@@ -90,21 +90,33 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, initial_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(30), timeout: Duration::from_secs(300) }
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 
 impl RetryPolicy {
     /// One try only.
     pub fn once(timeout: Duration) -> Self {
-        Self { max_attempts: 1, timeout, ..Self::default() }
+        Self {
+            max_attempts: 1,
+            timeout,
+            ..Self::default()
+        }
     }
 
     /// The wait before try `next_attempt` (2 = the first retry): exponential with ±25 % jitter.
     pub fn backoff(&self, next_attempt: u32) -> Duration {
         use rand::Rng;
         let exp = next_attempt.saturating_sub(2).min(20);
-        let base = self.initial_backoff.saturating_mul(1u32 << exp).min(self.max_backoff);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
         let jitter = rand::thread_rng().gen_range(0.75..=1.25);
         base.mul_f64(jitter)
     }
@@ -129,6 +141,16 @@ impl StepDef {
 pub enum Outcome {
     Failed(String),
     Cancelled,
+}
+
+impl Outcome {
+    /// The error recorded on the task's target: the failure, or "cancelled".
+    pub fn message(&self) -> String {
+        match self {
+            Self::Failed(m) => m.clone(),
+            Self::Cancelled => "cancelled".to_owned(),
+        }
+    }
 }
 
 /// A workflow: a task kind with its ordered steps, each idempotent, and its cleanup.
@@ -169,8 +191,13 @@ impl StepCtx {
 
     /// The task input field `key`.
     pub fn input<T: DeserializeOwned>(&self, key: &str) -> Result<T, StepError> {
-        let v = self.input.get(key).cloned().unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(v).map_err(|e| StepError::fatal(format!("task input field {key}: {e}")))
+        let v = self
+            .input
+            .get(key)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(v)
+            .map_err(|e| StepError::fatal(format!("task input field {key}: {e}")))
     }
 
     /// A value an earlier step stored with [`StepCtx::put`].
@@ -178,13 +205,16 @@ impl StepCtx {
         let ctx = self.context.lock().await;
         match ctx.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| StepError::fatal(format!("task context field {key}: {e}"))),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| StepError::fatal(format!("task context field {key}: {e}"))),
         }
     }
 
     /// Stores a value for later steps (persisted before returning; never a secret).
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StepError> {
-        let v = serde_json::to_value(value).map_err(|e| StepError::fatal(format!("serialising {key}: {e}")))?;
+        let v = serde_json::to_value(value)
+            .map_err(|e| StepError::fatal(format!("serialising {key}: {e}")))?;
         let mut ctx = self.context.lock().await;
         let mut next = ctx.clone();
         if let serde_json::Value::Object(m) = &mut next {
@@ -203,11 +233,22 @@ impl StepCtx {
     }
 
     /// Reports progress of the running step. Writes at most 4 times a second; `force` always writes.
-    pub async fn progress(&self, done: f64, total: Option<f64>, unit: &str, force: bool) -> Result<(), StepError> {
+    pub async fn progress(
+        &self,
+        done: f64,
+        total: Option<f64>,
+        unit: &str,
+        force: bool,
+    ) -> Result<(), StepError> {
         let mut guard = self.step.lock().await;
-        let Some(h) = guard.as_mut() else { return Ok(()) };
+        let Some(h) = guard.as_mut() else {
+            return Ok(());
+        };
         let now = Instant::now();
-        if !force && h.last_progress.is_some_and(|t| now.duration_since(t) < Duration::from_millis(250)) {
+        if !force
+            && h.last_progress
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
+        {
             return Ok(());
         }
         h.last_progress = Some(now);

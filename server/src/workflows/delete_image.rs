@@ -30,17 +30,43 @@ impl Workflow for DeleteImage {
     }
 
     fn steps(&self, _: &serde_json::Value) -> Vec<StepDef> {
-        STEPS.iter().map(|n| StepDef::new(n, RetryPolicy { max_attempts: 5, ..RetryPolicy::default() })).collect()
+        STEPS
+            .iter()
+            .map(|n| {
+                StepDef::new(
+                    n,
+                    RetryPolicy {
+                        max_attempts: 5,
+                        ..RetryPolicy::default()
+                    },
+                )
+            })
+            .collect()
     }
 
     async fn run_step(&self, step: &str, ctx: &StepCtx) -> Result<(), StepError> {
         let d = &self.deps;
-        let id = ctx.target_id.ok_or_else(|| StepError::fatal("task has no target image"))?;
+        let id = ctx
+            .target_id
+            .ok_or_else(|| StepError::fatal("task has no target image"))?;
         let image = d.image(id).await?;
         match step {
-            "mark_deleting" => d.save_image(image, |am| am.state = Set(ImageState::Deleting)).await.map(|_| ()),
+            "mark_deleting" => d
+                .save_image(image, |am| am.state = Set(ImageState::Deleting))
+                .await
+                .map(|_| ()),
             "delete_objects" => {
-                let n = d.storage.delete_prefix(&ImageKeys::new(id).prefix()).await.map_err(|e| if e.is_retryable() { StepError::Retryable(Box::new(e)) } else { StepError::Fatal(Box::new(e)) })?;
+                let n = d
+                    .storage
+                    .delete_prefix(&ImageKeys::new(id).prefix())
+                    .await
+                    .map_err(|e| {
+                        if e.is_retryable() {
+                            StepError::Retryable(Box::new(e))
+                        } else {
+                            StepError::Fatal(Box::new(e))
+                        }
+                    })?;
                 ctx.message(format!("deleted {n} objects")).await
             }
             "mark_deleted" => d
@@ -56,7 +82,9 @@ impl Workflow for DeleteImage {
 
     async fn cleanup(&self, ctx: &StepCtx, outcome: &Outcome) -> Result<(), StepError> {
         // The objects may be partly gone: the image can no longer be restored.
-        let Some(id) = ctx.target_id else { return Ok(()) };
+        let Some(id) = ctx.target_id else {
+            return Ok(());
+        };
         let image = self.deps.image(id).await?;
         let msg = match outcome {
             Outcome::Failed(m) => format!("delete failed: {m}"),

@@ -75,28 +75,46 @@ fn db_err(e: sea_orm::DbErr) -> StepError {
 
 impl Deps {
     async fn instance(&self, id: Uuid) -> Result<instance::Model, StepError> {
-        instance::Entity::find_by_id(id).one(&self.db).await.map_err(db_err)?.ok_or_else(|| StepError::fatal(format!("instance {id} no longer exists")))
+        instance::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StepError::fatal(format!("instance {id} no longer exists")))
     }
 
     async fn image(&self, id: Uuid) -> Result<image::Model, StepError> {
-        image::Entity::find_by_id(id).one(&self.db).await.map_err(db_err)?.ok_or_else(|| StepError::fatal(format!("image {id} no longer exists")))
+        image::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StepError::fatal(format!("image {id} no longer exists")))
     }
 
-    async fn save_instance(&self, m: instance::Model, f: impl FnOnce(&mut instance::ActiveModel)) -> Result<instance::Model, StepError> {
+    async fn save_instance(
+        &self,
+        m: instance::Model,
+        f: impl FnOnce(&mut instance::ActiveModel),
+    ) -> Result<instance::Model, StepError> {
         let mut am = m.into_active_model();
         f(&mut am);
         am.updated_at = sea_orm::Set(Utc::now());
         am.update(&self.db).await.map_err(db_err)
     }
 
-    async fn save_image(&self, m: image::Model, f: impl FnOnce(&mut image::ActiveModel)) -> Result<image::Model, StepError> {
+    async fn save_image(
+        &self,
+        m: image::Model,
+        f: impl FnOnce(&mut image::ActiveModel),
+    ) -> Result<image::Model, StepError> {
         let mut am = m.into_active_model();
         f(&mut am);
         am.update(&self.db).await.map_err(db_err)
     }
 
     fn password_of(&self, inst: &instance::Model) -> Result<Password, StepError> {
-        let enc = inst.password_enc.as_deref().ok_or_else(|| StepError::fatal(format!("instance {} has no stored password", inst.name)))?;
+        let enc = inst.password_enc.as_deref().ok_or_else(|| {
+            StepError::fatal(format!("instance {} has no stored password", inst.name))
+        })?;
         self.cipher.decrypt(enc).fatal()
     }
 }
@@ -115,7 +133,10 @@ pub fn spec_of(inst: &instance::Model) -> InstanceSpec {
 }
 
 /// Runs `work` while forwarding its byte progress and output lines to the step.
-async fn with_progress<T, F>(ctx: &StepCtx, work: impl FnOnce(Progress) -> F) -> Result<T, StepError>
+async fn with_progress<T, F>(
+    ctx: &StepCtx,
+    work: impl FnOnce(Progress) -> F,
+) -> Result<T, StepError>
 where
     F: std::future::Future<Output = Result<T, crate::platform::Error>>,
 {
@@ -142,7 +163,8 @@ where
     // The last figure always lands, so a finished step shows its final count.
     if reported || rx.has_changed().unwrap_or(false) {
         let (done, total) = *rx.borrow();
-        ctx.progress(done as f64, total.map(|t| t as f64), "bytes", true).await?;
+        ctx.progress(done as f64, total.map(|t| t as f64), "bytes", true)
+            .await?;
         if result.is_ok() {
             if let Some(step) = ctx.step_name().await {
                 crate::metrics::METRICS.bytes(step, done);

@@ -52,7 +52,11 @@ impl std::fmt::Display for ApiError {
 
 impl ApiError {
     fn network(e: impl std::fmt::Display) -> Self {
-        Self { code: "NETWORK".into(), message: format!("cannot reach the server: {e}"), field: None }
+        Self {
+            code: "NETWORK".into(),
+            message: format!("cannot reach the server: {e}"),
+            field: None,
+        }
     }
 }
 
@@ -72,16 +76,28 @@ struct GqlError {
 
 /// Parses a GraphQL response body into data or the first error.
 pub fn parse_response<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    let r: GqlResponse<T> = serde_json::from_value(body).map_err(|e| ApiError { code: "INTERNAL".into(), message: format!("unexpected response: {e}"), field: None })?;
+    let r: GqlResponse<T> = serde_json::from_value(body).map_err(|e| ApiError {
+        code: "INTERNAL".into(),
+        message: format!("unexpected response: {e}"),
+        field: None,
+    })?;
     if let Some(e) = r.errors.into_iter().next() {
         let ext = e.extensions.unwrap_or(Value::Null);
         return Err(ApiError {
-            code: ext.get("code").and_then(Value::as_str).unwrap_or("INTERNAL").to_owned(),
+            code: ext
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("INTERNAL")
+                .to_owned(),
             message: e.message,
             field: ext.get("field").and_then(Value::as_str).map(str::to_owned),
         });
     }
-    r.data.ok_or_else(|| ApiError { code: "INTERNAL".into(), message: "no data in response".into(), field: None })
+    r.data.ok_or_else(|| ApiError {
+        code: "INTERNAL".into(),
+        message: "no data in response".into(),
+        field: None,
+    })
 }
 
 /// Runs a query or mutation.
@@ -90,7 +106,12 @@ pub async fn gql<T: DeserializeOwned>(query: &str, variables: Value) -> Result<T
     if let Some(t) = token() {
         req = req.header("authorization", &format!("Bearer {t}"));
     }
-    let resp = req.json(&json!({ "query": query, "variables": variables })).map_err(ApiError::network)?.send().await.map_err(ApiError::network)?;
+    let resp = req
+        .json(&json!({ "query": query, "variables": variables }))
+        .map_err(ApiError::network)?
+        .send()
+        .await
+        .map_err(ApiError::network)?;
     let body: Value = resp.json().await.map_err(ApiError::network)?;
     parse_response(body)
 }
@@ -98,13 +119,18 @@ pub async fn gql<T: DeserializeOwned>(query: &str, variables: Value) -> Result<T
 fn ws_url() -> String {
     let loc = web_sys::window().map(|w| w.location());
     let host = loc.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
-    let secure = loc.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");
+    let secure = loc
+        .and_then(|l| l.protocol().ok())
+        .is_some_and(|p| p == "https:");
     format!("{}://{host}/graphql/ws", if secure { "wss" } else { "ws" })
 }
 
 /// Subscribes; yields each `data` payload until the server completes the subscription or the
 /// connection drops (the caller reconnects).
-pub fn subscribe(query: &'static str, variables: Value) -> impl Stream<Item = Result<Value, ApiError>> {
+pub fn subscribe(
+    query: &'static str,
+    variables: Value,
+) -> impl Stream<Item = Result<Value, ApiError>> {
     futures::stream::once(async move {
         let ws = WebSocket::open_with_protocol(&ws_url(), "graphql-transport-ws").map_err(ApiError::network)?;
         let (mut tx, rx) = ws.split();

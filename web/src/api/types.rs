@@ -88,7 +88,11 @@ pub fn bytes(n: f64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 { format!("{v:.0} {}", UNITS[i]) } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 /// Seconds left at the rate seen so far, if it can be estimated.

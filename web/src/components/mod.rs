@@ -32,5 +32,6 @@ pub fn ErrorBanner(error: ApiError) -> impl IntoView {
 
 /// The error for `field`, shown next to that field.
 pub fn field_error(err: Option<ApiError>, field: &str) -> Option<String> {
-    err.filter(|e| e.field.as_deref() == Some(field)).map(|e| e.message)
+    err.filter(|e| e.field.as_deref() == Some(field))
+        .map(|e| e.message)
 }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::instances::poll;
-use crate::api::types::{bytes, Image, Nodes};
 use crate::api;
+use crate::api::types::{bytes, Image, Nodes};
 use crate::components::{Badge, ErrorBanner, Load};
 
 #[derive(Deserialize)]
@@ -20,7 +20,13 @@ const QUERY: &str = "{ images(first: 100) { nodes { id name state sizeBytes chec
 #[component]
 pub fn Images() -> impl IntoView {
     let state = RwSignal::new(Load::<Vec<Image>>::Loading);
-    poll(state, || Box::pin(async { api::gql::<Data>(QUERY, json!({})).await.map(|d| d.images.nodes) }));
+    poll(state, || {
+        Box::pin(async {
+            api::gql::<Data>(QUERY, json!({}))
+                .await
+                .map(|d| d.images.nodes)
+        })
+    });
     view! {
         <h1>"Images"</h1>
         {move || match state.get() {

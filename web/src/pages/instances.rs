@@ -21,7 +21,12 @@ struct Data {
 const QUERY: &str = "{ instances(first: 100) { nodes { id name state postgresVersion imageType createdAt connection { host port user database uri } } } }";
 
 /// Loads the list now and every few seconds while the page is open.
-pub fn poll<T: Clone + Send + Sync + 'static>(state: RwSignal<Load<T>>, load: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ApiError>>>> + Clone + 'static) {
+pub fn poll<T: Clone + Send + Sync + 'static>(
+    state: RwSignal<Load<T>>,
+    load: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ApiError>>>>
+        + Clone
+        + 'static,
+) {
     let run = move || {
         let load = load.clone();
         spawn_local(async move {
@@ -41,7 +46,13 @@ pub fn poll<T: Clone + Send + Sync + 'static>(state: RwSignal<Load<T>>, load: im
 #[component]
 pub fn Instances() -> impl IntoView {
     let state = RwSignal::new(Load::<Vec<Instance>>::Loading);
-    poll(state, || Box::pin(async { api::gql::<Data>(QUERY, json!({})).await.map(|d| d.instances.nodes) }));
+    poll(state, || {
+        Box::pin(async {
+            api::gql::<Data>(QUERY, json!({}))
+                .await
+                .map(|d| d.instances.nodes)
+        })
+    });
     view! {
         <h1>"Instances"</h1>
         <p><A href="/instances/new" attr:class="button">"New instance"</A></p>
@@ -78,7 +89,13 @@ fn InstanceRow(instance: Instance) -> impl IntoView {
             )
             .await;
             match r {
-                Ok(v) => navigate(&format!("/tasks/{}", v["createImage"]["task"]["id"].as_str().unwrap_or_default()), Default::default()),
+                Ok(v) => navigate(
+                    &format!(
+                        "/tasks/{}",
+                        v["createImage"]["task"]["id"].as_str().unwrap_or_default()
+                    ),
+                    Default::default(),
+                ),
                 Err(e) => error.set(Some(e)),
             }
         });

@@ -18,18 +18,37 @@ pub fn NewInstance() -> impl IntoView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let navigate = navigate.clone();
-        let mut input = json!({ "name": name.get_untracked(), "password": password.get_untracked() });
+        let mut input =
+            json!({ "name": name.get_untracked(), "password": password.get_untracked() });
         if !dns.get_untracked().is_empty() {
             input["dnsLabel"] = json!(dns.get_untracked());
         }
         spawn_local(async move {
-            match api::gql::<Value>("mutation($i: CreateInstanceInput!) { createInstance(input: $i) { task { id } } }", json!({ "i": input })).await {
-                Ok(v) => navigate(&format!("/tasks/{}", v["createInstance"]["task"]["id"].as_str().unwrap_or_default()), Default::default()),
+            match api::gql::<Value>(
+                "mutation($i: CreateInstanceInput!) { createInstance(input: $i) { task { id } } }",
+                json!({ "i": input }),
+            )
+            .await
+            {
+                Ok(v) => navigate(
+                    &format!(
+                        "/tasks/{}",
+                        v["createInstance"]["task"]["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                    ),
+                    Default::default(),
+                ),
                 Err(e) => error.set(Some(e)),
             }
         });
     };
-    let fe = move |f: &'static str| move || field_error(error.get(), f).map(|m| view! { <span class="field-error" role="alert">{m}</span> });
+    let fe = move |f: &'static str| {
+        move || {
+            field_error(error.get(), f)
+                .map(|m| view! { <span class="field-error" role="alert">{m}</span> })
+        }
+    };
     view! {
         <h1>"New instance"</h1>
         <form on:submit=submit>

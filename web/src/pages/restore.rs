@@ -26,10 +26,22 @@ pub fn Restore() -> impl IntoView {
         }
         busy.set(true);
         spawn_local(async move {
-            let r = api::gql::<Value>("mutation($i: CreateInstanceInput!) { createInstance(input: $i) { task { id } } }", json!({ "i": input })).await;
+            let r = api::gql::<Value>(
+                "mutation($i: CreateInstanceInput!) { createInstance(input: $i) { task { id } } }",
+                json!({ "i": input }),
+            )
+            .await;
             busy.set(false);
             match r {
-                Ok(v) => navigate(&format!("/tasks/{}", v["createInstance"]["task"]["id"].as_str().unwrap_or_default()), Default::default()),
+                Ok(v) => navigate(
+                    &format!(
+                        "/tasks/{}",
+                        v["createInstance"]["task"]["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                    ),
+                    Default::default(),
+                ),
                 Err(e) => error.set(Some(e)),
             }
         });

@@ -44,7 +44,11 @@ pub fn apply_event(task: &mut Task, ev: &Value) {
     }
     if let Ok(line) = serde_json::from_value::<LogLine>(p["log"].clone()) {
         // The subscription starts with the recent lines; skip the ones already shown.
-        if task.logs.iter().any(|l| l.at == line.at && l.message == line.message) {
+        if task
+            .logs
+            .iter()
+            .any(|l| l.at == line.at && l.message == line.message)
+        {
             return;
         }
         task.logs.push(line);
@@ -69,7 +73,11 @@ pub fn TaskPage() -> impl IntoView {
                 match api::gql::<Data>(QUERY, json!({ "id": id })).await {
                     Ok(Data { task: Some(t) }) => state.set(Load::Ready(t)),
                     Ok(Data { task: None }) => {
-                        state.set(Load::Failed(ApiError { code: "NOT_FOUND".into(), message: "No such task.".into(), field: None }));
+                        state.set(Load::Failed(ApiError {
+                            code: "NOT_FOUND".into(),
+                            message: "No such task.".into(),
+                            field: None,
+                        }));
                         return;
                     }
                     Err(e) => state.set(Load::Failed(e)),
@@ -89,7 +97,9 @@ pub fn TaskPage() -> impl IntoView {
                         }
                     });
                 }
-                if !alive.get_untracked() || matches!(state.get_untracked(), Load::Ready(ref t) if terminal(&t.state)) {
+                if !alive.get_untracked()
+                    || matches!(state.get_untracked(), Load::Ready(ref t) if terminal(&t.state))
+                {
                     return;
                 }
                 gloo_timers::future::TimeoutFuture::new(1_000).await;
@@ -99,7 +109,12 @@ pub fn TaskPage() -> impl IntoView {
     let cancel = move |_| {
         let id = id.clone();
         spawn_local(async move {
-            if let Err(e) = api::gql::<Value>("mutation($id: UUID!) { cancelTask(id: $id) { state } }", json!({ "id": id })).await {
+            if let Err(e) = api::gql::<Value>(
+                "mutation($id: UUID!) { cancelTask(id: $id) { state } }",
+                json!({ "id": id }),
+            )
+            .await
+            {
                 cancel_error.set(Some(e));
             }
         });
@@ -133,8 +148,20 @@ fn StepRow(step: Step) -> impl IntoView {
     let class = step.state.to_lowercase();
     let bar = match (step.unit.as_deref(), step.done, step.total) {
         (Some("bytes"), Some(d), Some(t)) if t > 0.0 => {
-            let elapsed = step.started_at.as_deref().and_then(|s| js_sys::Date::parse(s).is_finite().then(|| (js_sys::Date::now() - js_sys::Date::parse(s)) / 1000.0)).unwrap_or(0.0);
-            let eta = if step.state == "RUNNING" { eta_seconds(d, t, elapsed).map(|s| format!(", about {:.0} s left", s.ceil())) } else { None };
+            let elapsed = step
+                .started_at
+                .as_deref()
+                .and_then(|s| {
+                    js_sys::Date::parse(s)
+                        .is_finite()
+                        .then(|| (js_sys::Date::now() - js_sys::Date::parse(s)) / 1000.0)
+                })
+                .unwrap_or(0.0);
+            let eta = if step.state == "RUNNING" {
+                eta_seconds(d, t, elapsed).map(|s| format!(", about {:.0} s left", s.ceil()))
+            } else {
+                None
+            };
             Some(view! {
                 <progress max=t value=d aria-label=format!("{} progress", step.name)></progress>
                 <span>{format!("{} of {}{}", bytes(d), bytes(t), eta.unwrap_or_default())}</span>

@@ -7,8 +7,8 @@ use leptos_router::components::A;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::types::{Nodes, Task};
 use crate::api;
+use crate::api::types::{Nodes, Task};
 use crate::components::{Badge, ErrorBanner, Load};
 
 #[derive(Deserialize)]
@@ -23,17 +23,27 @@ pub fn Tasks() -> impl IntoView {
     on_cleanup(move || alive.set(false));
     spawn_local(async move {
         loop {
-            match api::gql::<Data>("{ tasks(first: 50) { nodes { id kind state error createdAt } } }", json!({})).await {
+            match api::gql::<Data>(
+                "{ tasks(first: 50) { nodes { id kind state error createdAt } } }",
+                json!({}),
+            )
+            .await
+            {
                 Ok(d) => state.set(Load::Ready(d.tasks.nodes)),
                 Err(e) => state.set(Load::Failed(e)),
             }
-            let mut events = Box::pin(api::subscribe("subscription { taskUpdates { task { id kind state error createdAt } } }", json!({})));
+            let mut events = Box::pin(api::subscribe(
+                "subscription { taskUpdates { task { id kind state error createdAt } } }",
+                json!({}),
+            ));
             while let Some(ev) = events.next().await {
                 if !alive.get_untracked() {
                     return;
                 }
                 let Ok(v) = ev else { break };
-                let Ok(t) = serde_json::from_value::<Task>(v["taskUpdates"]["task"].clone()) else { continue };
+                let Ok(t) = serde_json::from_value::<Task>(v["taskUpdates"]["task"].clone()) else {
+                    continue;
+                };
                 state.update(|s| {
                     if let Load::Ready(list) = s {
                         match list.iter_mut().find(|x| x.id == t.id) {

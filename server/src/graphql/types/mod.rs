@@ -131,21 +131,26 @@ impl Instance {
     }
     /// Where to connect, once the instance has an address.
     async fn connection(&self) -> Option<ConnectionInfo> {
-        let host = self.0.host.clone()?;
-        let port = self.0.port?;
-        if matches!(self.0.state, entity::instance::InstanceState::Deleted | entity::instance::InstanceState::Deleting) {
-            return None;
-        }
-        let (user, database) = ("postgres".to_owned(), "postgres".to_owned());
-        let uri = format!("postgresql://{user}@{host}:{port}/{database}");
-        Some(ConnectionInfo { host, port, user, database, uri })
+        crate::service::instances::connection_of(&self.0).map(|c| ConnectionInfo {
+            host: c.host,
+            port: c.port,
+            user: c.user,
+            database: c.database,
+            uri: c.uri,
+        })
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
     async fn tasks(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Task>> {
         let (svc, _) = parts(ctx)?;
-        Ok(svc.tasks_of(self.0.id).await.map_err(gql_error)?.into_iter().map(Task).collect())
+        Ok(svc
+            .tasks_of(self.0.id)
+            .await
+            .map_err(gql_error)?
+            .into_iter()
+            .map(Task)
+            .collect())
     }
 }
 
@@ -250,7 +255,13 @@ impl Task {
     }
     async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TaskStep>> {
         let (svc, _) = parts(ctx)?;
-        Ok(svc.steps(self.0.id).await.map_err(gql_error)?.into_iter().map(TaskStep).collect())
+        Ok(svc
+            .steps(self.0.id)
+            .await
+            .map_err(gql_error)?
+            .into_iter()
+            .map(TaskStep)
+            .collect())
     }
     /// Fraction done, 0 to 1: finished steps plus the running step's byte progress.
     async fn progress(&self, ctx: &Context<'_>) -> async_graphql::Result<f64> {
@@ -265,7 +276,9 @@ impl Task {
         let mut done = 0.0;
         for s in &steps {
             match s.state {
-                entity::task_step::StepState::Succeeded | entity::task_step::StepState::Skipped => done += 1.0,
+                entity::task_step::StepState::Succeeded | entity::task_step::StepState::Skipped => {
+                    done += 1.0
+                }
                 entity::task_step::StepState::Running => {
                     if let (Some(d), Some(t)) = (s.done, s.total) {
                         if t > 0.0 {
@@ -290,10 +303,20 @@ impl Task {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
-    async fn logs(&self, ctx: &Context<'_>, #[graphql(default = 100)] last: Option<i32>) -> async_graphql::Result<Vec<TaskLog>> {
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] last: Option<i32>,
+    ) -> async_graphql::Result<Vec<TaskLog>> {
         let (svc, _) = parts(ctx)?;
         let n = last.unwrap_or(100).clamp(0, 1000) as u64;
-        Ok(svc.logs(self.0.id, n).await.map_err(gql_error)?.into_iter().map(TaskLog).collect())
+        Ok(svc
+            .logs(self.0.id, n)
+            .await
+            .map_err(gql_error)?
+            .into_iter()
+            .map(TaskLog)
+            .collect())
     }
 }
 
@@ -372,4 +395,3 @@ impl TaskEvent {
         self.log.clone().map(TaskLog)
     }
 }
-

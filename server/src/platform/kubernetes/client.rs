@@ -8,7 +8,6 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
@@ -19,7 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::render::{self, job_name, KubeSettings};
-use crate::platform::{BackupSpec, Endpoint, Error, InstanceSpec, Platform, Progress, RestoreSpec, Result};
+use crate::platform::{
+    BackupSpec, Endpoint, Error, InstanceSpec, Platform, Progress, RestoreSpec, Result,
+};
 use crate::secrets::Password;
 use crate::storage::{DatabaseEntry, Manifest, ObjectEntry, Storage};
 
@@ -33,7 +34,11 @@ pub struct Waits {
 
 impl Default for Waits {
     fn default() -> Self {
-        Self { poll: Duration::from_secs(2), job: Duration::from_secs(6 * 3600), ready: Duration::from_secs(600) }
+        Self {
+            poll: Duration::from_secs(2),
+            job: Duration::from_secs(6 * 3600),
+            ready: Duration::from_secs(600),
+        }
     }
 }
 
@@ -53,7 +58,11 @@ pub fn classify(op: impl Into<String>, source: kube::Error) -> Error {
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::HttpError(_) => true,
         _ => false,
     };
-    Error::Kube { op: op.into(), retryable, source }
+    Error::Kube {
+        op: op.into(),
+        retryable,
+        source,
+    }
 }
 
 fn is_code(e: &kube::Error, code: u16) -> bool {
@@ -70,7 +79,12 @@ struct BackupReport {
 impl KubernetesPlatform {
     /// Over a kube client (in-cluster/kubeconfig in production, a mock in tests).
     pub fn new(client: Client, settings: KubeSettings, storage: Storage, waits: Waits) -> Self {
-        Self { client, settings, storage, waits }
+        Self {
+            client,
+            settings,
+            storage,
+            waits,
+        }
     }
 
     fn api<K>(&self) -> Api<K>
@@ -91,7 +105,10 @@ impl KubernetesPlatform {
         match self.api::<K>().create(&PostParams::default(), obj).await {
             Ok(_) => Ok(()),
             Err(e) if is_code(&e, 409) => Ok(()),
-            Err(e) => Err(classify(format!("creating {} {name}", K::kind(&Default::default())), e)),
+            Err(e) => Err(classify(
+                format!("creating {} {name}", K::kind(&Default::default())),
+                e,
+            )),
         }
     }
 
@@ -101,16 +118,27 @@ impl KubernetesPlatform {
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        match self.api::<K>().delete(name, &DeleteParams::background()).await {
+        match self
+            .api::<K>()
+            .delete(name, &DeleteParams::background())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) => Err(classify(format!("deleting {} {name}", K::kind(&Default::default())), e)),
+            Err(e) => Err(classify(
+                format!("deleting {} {name}", K::kind(&Default::default())),
+                e,
+            )),
         }
     }
 
     /// The pod of a Job, if it has one yet.
     async fn job_pod(&self, job: &str) -> Result<Option<Pod>> {
-        let pods = self.api::<Pod>().list(&ListParams::default().labels(&format!("job-name={job}"))).await.map_err(|e| classify(format!("listing the pods of job {job}"), e))?;
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .map_err(|e| classify(format!("listing the pods of job {job}"), e))?;
         Ok(pods.items.into_iter().next())
     }
 
@@ -119,11 +147,21 @@ impl KubernetesPlatform {
     async fn wait_job(&self, name: &str, limit: Duration) -> Result<Pod> {
         let start = Instant::now();
         loop {
-            let job = self.api::<Job>().get(name).await.map_err(|e| classify(format!("reading job {name}"), e))?;
-            let conds = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let job = self
+                .api::<Job>()
+                .get(name)
+                .await
+                .map_err(|e| classify(format!("reading job {name}"), e))?;
+            let conds = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
             let done = |t: &str| conds.iter().any(|c| c.type_ == t && c.status == "True");
             if done("Complete") {
-                return self.job_pod(name).await?.ok_or_else(|| Error::JobFailed(format!("job {name} completed but its pod is gone")));
+                return self.job_pod(name).await?.ok_or_else(|| {
+                    Error::JobFailed(format!("job {name} completed but its pod is gone"))
+                });
             }
             if done("Failed") {
                 return Err(Error::JobFailed(self.failure_report(name, &conds).await));
@@ -135,21 +173,43 @@ impl KubernetesPlatform {
         }
     }
 
-    async fn failure_report(&self, name: &str, conds: &[k8s_openapi::api::batch::v1::JobCondition]) -> String {
+    async fn failure_report(
+        &self,
+        name: &str,
+        conds: &[k8s_openapi::api::batch::v1::JobCondition],
+    ) -> String {
         let mut msg = format!("job {name} failed");
         if let Some(c) = conds.iter().find(|c| c.type_ == "Failed") {
-            msg.push_str(&format!(" ({}: {})", c.reason.as_deref().unwrap_or("?"), c.message.as_deref().unwrap_or("")));
+            msg.push_str(&format!(
+                " ({}: {})",
+                c.reason.as_deref().unwrap_or("?"),
+                c.message.as_deref().unwrap_or("")
+            ));
         }
         if let Ok(Some(pod)) = self.job_pod(name).await {
-            let term = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref());
+            let term = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref());
             if let Some(t) = term {
-                msg.push_str(&format!("; pod {}: {} (exit {})", pod.metadata.name.as_deref().unwrap_or("?"), t.reason.as_deref().unwrap_or("?"), t.exit_code));
+                msg.push_str(&format!(
+                    "; pod {}: {} (exit {})",
+                    pod.metadata.name.as_deref().unwrap_or("?"),
+                    t.reason.as_deref().unwrap_or("?"),
+                    t.exit_code
+                ));
                 if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
                     msg.push_str(&format!(": {}", m.trim()));
                 }
             }
             if let Some(pod_name) = pod.metadata.name.as_deref() {
-                let lp = LogParams { tail_lines: Some(20), ..LogParams::default() };
+                let lp = LogParams {
+                    tail_lines: Some(20),
+                    ..LogParams::default()
+                };
                 if let Ok(log) = self.api::<Pod>().logs(pod_name, &lp).await {
                     if !log.trim().is_empty() {
                         msg.push_str(&format!("; log tail:\n{}", log.trim_end()));
@@ -162,9 +222,16 @@ impl KubernetesPlatform {
 
     /// Copies the last lines a Job's pod printed into the task log.
     async fn copy_job_log(&self, job: &str, progress: &Progress) {
-        let Ok(Some(pod)) = self.job_pod(job).await else { return };
-        let Some(pod_name) = pod.metadata.name else { return };
-        let lp = LogParams { tail_lines: Some(200), ..LogParams::default() };
+        let Ok(Some(pod)) = self.job_pod(job).await else {
+            return;
+        };
+        let Some(pod_name) = pod.metadata.name else {
+            return;
+        };
+        let lp = LogParams {
+            tail_lines: Some(200),
+            ..LogParams::default()
+        };
         if let Ok(log) = self.api::<Pod>().logs(&pod_name, &lp).await {
             for line in log.lines().filter(|l| !l.trim().is_empty()) {
                 progress.log(format!("{job}: {line}"));
@@ -173,11 +240,31 @@ impl KubernetesPlatform {
     }
 
     fn termination_message(pod: &Pod) -> Option<String> {
-        pod.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.as_ref()?.message.clone()
+        pod.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .message
+            .clone()
     }
 
-    async fn instance_objects(&self, inst: &InstanceSpec, password: &Password) -> Result<render::InstanceObjects> {
-        self.settings.instance(inst, Some(inst.dns_label.as_str()).filter(|l| !l.is_empty()), password).map_err(|e| Error::Manifest(e.to_string()))
+    async fn instance_objects(
+        &self,
+        inst: &InstanceSpec,
+        password: &Password,
+    ) -> Result<render::InstanceObjects> {
+        self.settings
+            .instance(
+                inst,
+                Some(inst.dns_label.as_str()).filter(|l| !l.is_empty()),
+                password,
+            )
+            .map_err(|e| Error::Manifest(e.to_string()))
     }
 
     async fn deploy(&self, inst: &InstanceSpec) -> Result<()> {
@@ -204,11 +291,18 @@ impl Platform for KubernetesPlatform {
     }
 
     async fn create_secret(&self, inst: &InstanceSpec, password: &Password) -> Result<()> {
-        self.create(&self.instance_objects(inst, password).await?.secret).await
+        self.create(&self.instance_objects(inst, password).await?.secret)
+            .await
     }
 
     async fn create_config(&self, inst: &InstanceSpec, _password: &Password) -> Result<()> {
-        self.create(&self.instance_objects(inst, &Password::new("")).await?.configmap).await
+        self.create(
+            &self
+                .instance_objects(inst, &Password::new(""))
+                .await?
+                .configmap,
+        )
+        .await
     }
 
     async fn deploy_postgres(&self, inst: &InstanceSpec) -> Result<()> {
@@ -219,22 +313,58 @@ impl Platform for KubernetesPlatform {
         self.deploy(inst).await
     }
 
-    async fn wait_ready(&self, inst: &InstanceSpec, _password: &Password, timeout: Duration) -> Result<()> {
+    async fn wait_ready(
+        &self,
+        inst: &InstanceSpec,
+        _password: &Password,
+        timeout: Duration,
+    ) -> Result<()> {
         let start = Instant::now();
         let limit = timeout.min(self.waits.ready);
         loop {
-            let sts = self.api::<StatefulSet>().get(&inst.k8s_name).await.map_err(|e| classify(format!("reading statefulset {}", inst.k8s_name), e))?;
-            if sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1 {
+            let sts = self
+                .api::<StatefulSet>()
+                .get(&inst.k8s_name)
+                .await
+                .map_err(|e| classify(format!("reading statefulset {}", inst.k8s_name), e))?;
+            if sts
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1
+            {
                 return Ok(());
             }
             // A pod that cannot start will not become ready by waiting.
-            let pods = self.api::<Pod>().list(&ListParams::default().labels(&format!("snapgres.io/instance={}", inst.k8s_name))).await.map_err(|e| classify("listing instance pods", e))?;
+            let pods = self
+                .api::<Pod>()
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("snapgres.io/instance={}", inst.k8s_name)),
+                )
+                .await
+                .map_err(|e| classify("listing instance pods", e))?;
             for p in pods.items {
-                for cs in p.status.and_then(|s| s.container_statuses).unwrap_or_default() {
+                for cs in p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .unwrap_or_default()
+                {
                     if let Some(w) = cs.state.and_then(|s| s.waiting) {
                         let reason = w.reason.unwrap_or_default();
-                        if matches!(reason.as_str(), "CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError" | "InvalidImageName") {
-                            return Err(Error::JobFailed(format!("PostgreSQL pod cannot start: {reason}: {}", w.message.unwrap_or_default())));
+                        if matches!(
+                            reason.as_str(),
+                            "CrashLoopBackOff"
+                                | "ImagePullBackOff"
+                                | "ErrImagePull"
+                                | "CreateContainerConfigError"
+                                | "InvalidImageName"
+                        ) {
+                            return Err(Error::JobFailed(format!(
+                                "PostgreSQL pod cannot start: {reason}: {}",
+                                w.message.unwrap_or_default()
+                            )));
                         }
                     }
                 }
@@ -247,25 +377,56 @@ impl Platform for KubernetesPlatform {
     }
 
     async fn endpoint(&self, inst: &InstanceSpec) -> Result<Endpoint> {
-        let svc = self.api::<Service>().get(&inst.k8s_name).await.map_err(|e| classify(format!("reading service {}", inst.k8s_name), e))?;
+        let svc = self
+            .api::<Service>()
+            .get(&inst.k8s_name)
+            .await
+            .map_err(|e| classify(format!("reading service {}", inst.k8s_name), e))?;
         let lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
         let host = if lb {
-            let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).and_then(|i| i.first());
+            let ingress = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref())
+                .and_then(|i| i.first());
             match ingress.and_then(|i| i.hostname.clone().or_else(|| i.ip.clone())) {
                 Some(h) => h,
-                None => return Err(Error::NotReady(format!("the load balancer of {} has no address yet", inst.k8s_name))),
+                None => {
+                    return Err(Error::NotReady(format!(
+                        "the load balancer of {} has no address yet",
+                        inst.k8s_name
+                    )))
+                }
             }
         } else {
-            format!("{}.{}.svc.cluster.local", inst.k8s_name, self.settings.namespace)
+            format!(
+                "{}.{}.svc.cluster.local",
+                inst.k8s_name, self.settings.namespace
+            )
         };
-        Ok(Endpoint { host, port: self.settings.postgres_port, user: "postgres".into(), database: "postgres".into() })
+        Ok(Endpoint {
+            host,
+            port: self.settings.postgres_port,
+            user: "postgres".into(),
+            database: "postgres".into(),
+        })
     }
 
-    async fn test_connection(&self, ep: &Endpoint, password: &Password, timeout: Duration) -> Result<()> {
+    async fn test_connection(
+        &self,
+        ep: &Endpoint,
+        password: &Password,
+        timeout: Duration,
+    ) -> Result<()> {
         crate::platform::select_one(ep, password, timeout).await
     }
 
-    async fn run_backup(&self, spec: &BackupSpec, progress: Progress) -> Result<(Manifest, String)> {
+    async fn run_backup(
+        &self,
+        spec: &BackupSpec,
+        progress: Progress,
+    ) -> Result<(Manifest, String)> {
         let source = InstanceSpec {
             id: uuid::Uuid::nil(),
             k8s_name: spec.source_name.clone(),
@@ -275,7 +436,10 @@ impl Platform for KubernetesPlatform {
             image_type: spec.image_type,
             storage_size_gb: 1,
         };
-        let job = self.settings.backup_job(spec.task_id, &source, spec.image_id).map_err(|e| Error::Manifest(e.to_string()))?;
+        let job = self
+            .settings
+            .backup_job(spec.task_id, &source, spec.image_id)
+            .map_err(|e| Error::Manifest(e.to_string()))?;
         let name = job.metadata.name.clone().unwrap_or_default();
         self.create(&job).await?;
         let waited = self.wait_job(&name, self.waits.job).await;
@@ -284,41 +448,53 @@ impl Platform for KubernetesPlatform {
         let deleted = self.delete::<Job>(&name).await;
         let pod = waited?;
         deleted?;
-        let msg = Self::termination_message(&pod).ok_or_else(|| Error::JobFailed(format!("job {name} left no termination message")))?;
-        let report: BackupReport = serde_json::from_str(&msg).map_err(|e| Error::JobFailed(format!("job {name} reported {msg:?}: {e}")))?;
+        let msg = Self::termination_message(&pod)
+            .ok_or_else(|| Error::JobFailed(format!("job {name} left no termination message")))?;
+        let report: BackupReport = serde_json::from_str(&msg)
+            .map_err(|e| Error::JobFailed(format!("job {name} reported {msg:?}: {e}")))?;
         let prefix = format!("{}/", spec.keys.prefix());
-        for o in std::iter::once(&report.globals).chain(report.databases.iter().map(|d| &d.object)) {
+        for o in std::iter::once(&report.globals).chain(report.databases.iter().map(|d| &d.object))
+        {
             if !o.key.starts_with(&prefix) || o.sha256.len() != 64 {
-                return Err(Error::JobFailed(format!("job {name} reported an object outside the image: {}", o.key)));
+                return Err(Error::JobFailed(format!(
+                    "job {name} reported an object outside the image: {}",
+                    o.key
+                )));
             }
         }
-        let manifest = Manifest {
-            format_version: Manifest::FORMAT_VERSION,
-            image_id: spec.image_id,
-            postgres_version: spec.postgres_version.clone(),
-            image_type: spec.image_type,
-            created_at: chrono::Utc::now(),
-            globals: report.globals,
-            databases: report.databases,
-        };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Manifest(e.to_string()))?;
-        let m = self.storage.put_bytes(&spec.keys.manifest(), Bytes::from(bytes)).await?;
+        let (manifest, sha256) =
+            crate::platform::write_manifest(&self.storage, spec, report.globals, report.databases)
+                .await?;
         let total = manifest.total_size();
         progress.send_replace((total, Some(total)));
-        Ok((manifest, m.sha256))
+        Ok((manifest, sha256))
     }
 
-    async fn start_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, _progress: Progress) -> Result<()> {
+    async fn start_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        _progress: Progress,
+    ) -> Result<()> {
         // The Job reads the password from the instance's Secret and the settings from nothing
         // else; both the Secret and the ConfigMap exist before it starts.
         let o = self.instance_objects(inst, &spec.password).await?;
         self.create(&o.secret).await?;
         self.create(&o.configmap).await?;
-        let job = self.settings.restore_job(spec.task_id, inst, spec.image_id, &spec.manifest_sha256).map_err(|e| Error::Manifest(e.to_string()))?;
+        let job = self
+            .settings
+            .restore_job(spec.task_id, inst, spec.image_id, &spec.manifest_sha256)
+            .map_err(|e| Error::Manifest(e.to_string()))?;
         self.create(&job).await
     }
 
-    async fn wait_restore_job(&self, inst: &InstanceSpec, spec: &RestoreSpec, progress: Progress, timeout: Duration) -> Result<()> {
+    async fn wait_restore_job(
+        &self,
+        inst: &InstanceSpec,
+        spec: &RestoreSpec,
+        progress: Progress,
+        timeout: Duration,
+    ) -> Result<()> {
         let name = job_name(&inst.k8s_name, "run_restore_job", spec.task_id);
         let waited = self.wait_job(&name, timeout.min(self.waits.job)).await;
         self.copy_job_log(&name, &progress).await;
@@ -332,7 +508,11 @@ impl Platform for KubernetesPlatform {
     }
 
     async fn delete_resources(&self, inst: &InstanceSpec) -> Result<()> {
-        let jobs = self.api::<Job>().list(&ListParams::default().labels(&format!("snapgres.io/instance={}", inst.k8s_name))).await.map_err(|e| classify("listing the instance's jobs", e))?;
+        let jobs = self
+            .api::<Job>()
+            .list(&ListParams::default().labels(&format!("snapgres.io/instance={}", inst.k8s_name)))
+            .await
+            .map_err(|e| classify("listing the instance's jobs", e))?;
         for j in jobs.items {
             if let Some(n) = j.metadata.name {
                 self.delete::<Job>(&n).await?;
@@ -340,9 +520,12 @@ impl Platform for KubernetesPlatform {
         }
         self.delete::<StatefulSet>(&inst.k8s_name).await?;
         self.delete::<Service>(&inst.k8s_name).await?;
-        self.delete::<ConfigMap>(&render::config_name(&inst.k8s_name)).await?;
-        self.delete::<Secret>(&render::secret_name(&inst.k8s_name)).await?;
-        self.delete::<PersistentVolumeClaim>(&render::pvc_name(&inst.k8s_name)).await
+        self.delete::<ConfigMap>(&render::config_name(&inst.k8s_name))
+            .await?;
+        self.delete::<Secret>(&render::secret_name(&inst.k8s_name))
+            .await?;
+        self.delete::<PersistentVolumeClaim>(&render::pvc_name(&inst.k8s_name))
+            .await
     }
 
     async fn ensure_running(&self, _inst: &InstanceSpec) -> Result<()> {
@@ -350,4 +533,3 @@ impl Platform for KubernetesPlatform {
         Ok(())
     }
 }
-

@@ -10,7 +10,9 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -100,17 +102,50 @@ impl Default for KubeSettings {
 }
 
 const PVC: (&str, &str) = ("pvc.yaml", include_str!("../../../../templates/pvc.yaml"));
-const SECRET: (&str, &str) = ("secret.yaml", include_str!("../../../../templates/secret.yaml"));
-const CONFIGMAP: (&str, &str) = ("configmap.yaml", include_str!("../../../../templates/configmap.yaml"));
-const STATEFULSET: (&str, &str) = ("statefulset.yaml", include_str!("../../../../templates/statefulset.yaml"));
-const SERVICE: (&str, &str) = ("service.yaml", include_str!("../../../../templates/service.yaml"));
-const BACKUP_JOB: (&str, &str) = ("backup-job.yaml", include_str!("../../../../templates/backup-job.yaml"));
-const RESTORE_JOB: (&str, &str) = ("restore-job.yaml", include_str!("../../../../templates/restore-job.yaml"));
-const SERVER_DEPLOYMENT: (&str, &str) = ("server/deployment.yaml", include_str!("../../../../templates/server/deployment.yaml"));
-const SERVER_SA: (&str, &str) = ("server/serviceaccount.yaml", include_str!("../../../../templates/server/serviceaccount.yaml"));
-const SERVER_ROLE: (&str, &str) = ("server/role.yaml", include_str!("../../../../templates/server/role.yaml"));
-const SERVER_BINDING: (&str, &str) = ("server/rolebinding.yaml", include_str!("../../../../templates/server/rolebinding.yaml"));
-const SERVER_CONFIG: (&str, &str) = ("server/configmap.yaml", include_str!("../../../../templates/server/configmap.yaml"));
+const SECRET: (&str, &str) = (
+    "secret.yaml",
+    include_str!("../../../../templates/secret.yaml"),
+);
+const CONFIGMAP: (&str, &str) = (
+    "configmap.yaml",
+    include_str!("../../../../templates/configmap.yaml"),
+);
+const STATEFULSET: (&str, &str) = (
+    "statefulset.yaml",
+    include_str!("../../../../templates/statefulset.yaml"),
+);
+const SERVICE: (&str, &str) = (
+    "service.yaml",
+    include_str!("../../../../templates/service.yaml"),
+);
+const BACKUP_JOB: (&str, &str) = (
+    "backup-job.yaml",
+    include_str!("../../../../templates/backup-job.yaml"),
+);
+const RESTORE_JOB: (&str, &str) = (
+    "restore-job.yaml",
+    include_str!("../../../../templates/restore-job.yaml"),
+);
+const SERVER_DEPLOYMENT: (&str, &str) = (
+    "server/deployment.yaml",
+    include_str!("../../../../templates/server/deployment.yaml"),
+);
+const SERVER_SA: (&str, &str) = (
+    "server/serviceaccount.yaml",
+    include_str!("../../../../templates/server/serviceaccount.yaml"),
+);
+const SERVER_ROLE: (&str, &str) = (
+    "server/role.yaml",
+    include_str!("../../../../templates/server/role.yaml"),
+);
+const SERVER_BINDING: (&str, &str) = (
+    "server/rolebinding.yaml",
+    include_str!("../../../../templates/server/rolebinding.yaml"),
+);
+const SERVER_CONFIG: (&str, &str) = (
+    "server/configmap.yaml",
+    include_str!("../../../../templates/server/configmap.yaml"),
+);
 
 type Vars = BTreeMap<&'static str, String>;
 
@@ -122,9 +157,15 @@ fn render<T: DeserializeOwned>(t: (&'static str, &str), vars: &Vars) -> Result<T
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| Error::MissingValue { template, key: after.chars().take(20).collect() })?;
+        let end = after.find("}}").ok_or_else(|| Error::MissingValue {
+            template,
+            key: after.chars().take(20).collect(),
+        })?;
         let key = after[..end].trim();
-        let value = vars.get(key).ok_or_else(|| Error::MissingValue { template, key: key.to_owned() })?;
+        let value = vars.get(key).ok_or_else(|| Error::MissingValue {
+            template,
+            key: key.to_owned(),
+        })?;
         out.push_str(&serde_json::Value::String(value.clone()).to_string());
         rest = &after[end + 2..];
     }
@@ -135,7 +176,11 @@ fn render<T: DeserializeOwned>(t: (&'static str, &str), vars: &Vars) -> Result<T
 /// A name for a Job: derived from the instance, the step and the task id, so a re-run of the
 /// same step finds the Job it created before; at most 63 characters.
 pub fn job_name(instance: &str, step: &str, task_id: Uuid) -> String {
-    let suffix = format!("-{}-{}", step.replace('_', "-"), &task_id.simple().to_string()[..8]);
+    let suffix = format!(
+        "-{}-{}",
+        step.replace('_', "-"),
+        &task_id.simple().to_string()[..8]
+    );
     let keep = 63usize.saturating_sub(suffix.len());
     let base: String = instance.chars().take(keep).collect();
     format!("{}{suffix}", base.trim_end_matches('-'))
@@ -190,49 +235,107 @@ impl KubeSettings {
         v.insert("secret_name", secret_name(&inst.k8s_name));
         v.insert("config_name", config_name(&inst.k8s_name));
         v.insert("storage", format!("{}Gi", inst.storage_size_gb.max(1)));
-        v.insert("image_type", serde_json::to_value(inst.image_type).ok().and_then(|x| x.as_str().map(str::to_owned)).unwrap_or_else(|| "stock".into()));
+        v.insert(
+            "image_type",
+            serde_json::to_value(inst.image_type)
+                .ok()
+                .and_then(|x| x.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "stock".into()),
+        );
         v
     }
 
     /// The PVC, Secret, ConfigMap, StatefulSet and Service of an instance.
-    pub fn instance(&self, inst: &InstanceSpec, dns_label: Option<&str>, password: &Password) -> Result<InstanceObjects, Error> {
+    pub fn instance(
+        &self,
+        inst: &InstanceSpec,
+        dns_label: Option<&str>,
+        password: &Password,
+    ) -> Result<InstanceObjects, Error> {
         let mut v = self.instance_vars(inst);
-        v.insert("password_b64", base64::engine::general_purpose::STANDARD.encode(password.expose()));
+        v.insert(
+            "password_b64",
+            base64::engine::general_purpose::STANDARD.encode(password.expose()),
+        );
         let mut pvc: PersistentVolumeClaim = render(PVC, &v)?;
         if let (Some(sc), Some(spec)) = (&self.storage_class, pvc.spec.as_mut()) {
             spec.storage_class_name = Some(sc.clone());
         }
         let mut service: Service = render(SERVICE, &v)?;
-        if let Some(port) = service.spec.as_mut().and_then(|s| s.ports.as_mut()).and_then(|p| p.first_mut()) {
+        if let Some(port) = service
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .and_then(|p| p.first_mut())
+        {
             port.port = i32::from(self.postgres_port);
         }
         if let Some(label) = dns_label {
             if let Some(spec) = service.spec.as_mut() {
                 spec.type_ = Some("LoadBalancer".into());
             }
-            service.metadata.annotations.get_or_insert_with(Default::default).insert("service.beta.kubernetes.io/azure-dns-label-name".into(), label.to_owned());
+            service
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "service.beta.kubernetes.io/azure-dns-label-name".into(),
+                    label.to_owned(),
+                );
         }
-        Ok(InstanceObjects { pvc, secret: render(SECRET, &v)?, configmap: render(CONFIGMAP, &v)?, statefulset: render(STATEFULSET, &v)?, service })
+        Ok(InstanceObjects {
+            pvc,
+            secret: render(SECRET, &v)?,
+            configmap: render(CONFIGMAP, &v)?,
+            statefulset: render(STATEFULSET, &v)?,
+            service,
+        })
     }
 
     /// The backup Job of `task_id` for the source instance and image.
-    pub fn backup_job(&self, task_id: Uuid, source: &InstanceSpec, image_id: Uuid) -> Result<Job, Error> {
+    pub fn backup_job(
+        &self,
+        task_id: Uuid,
+        source: &InstanceSpec,
+        image_id: Uuid,
+    ) -> Result<Job, Error> {
         let mut v = self.base();
-        v.insert("job_name", job_name(&source.k8s_name, "run_backup", task_id));
+        v.insert(
+            "job_name",
+            job_name(&source.k8s_name, "run_backup", task_id),
+        );
         v.insert("task_id", task_id.to_string());
-        v.insert("source_host", format!("{}.{}.svc", source.k8s_name, self.namespace));
+        v.insert(
+            "source_host",
+            format!("{}.{}.svc", source.k8s_name, self.namespace),
+        );
         v.insert("source_secret", secret_name(&source.k8s_name));
-        v.insert("image_prefix", ImageKeys::new(image_id).prefix().to_string());
+        v.insert(
+            "image_prefix",
+            ImageKeys::new(image_id).prefix().to_string(),
+        );
         v.insert("dump_compression", self.dump_compression.to_string());
         self.with_deadline(render(BACKUP_JOB, &v)?)
     }
 
     /// The restore Job of `task_id` filling the instance's PVC from the image.
-    pub fn restore_job(&self, task_id: Uuid, inst: &InstanceSpec, image_id: Uuid, manifest_sha256: &str) -> Result<Job, Error> {
+    pub fn restore_job(
+        &self,
+        task_id: Uuid,
+        inst: &InstanceSpec,
+        image_id: Uuid,
+        manifest_sha256: &str,
+    ) -> Result<Job, Error> {
         let mut v = self.instance_vars(inst);
-        v.insert("job_name", job_name(&inst.k8s_name, "run_restore_job", task_id));
+        v.insert(
+            "job_name",
+            job_name(&inst.k8s_name, "run_restore_job", task_id),
+        );
         v.insert("task_id", task_id.to_string());
-        v.insert("image_prefix", ImageKeys::new(image_id).prefix().to_string());
+        v.insert(
+            "image_prefix",
+            ImageKeys::new(image_id).prefix().to_string(),
+        );
         v.insert("manifest_sha256", manifest_sha256.to_owned());
         v.insert("restore_jobs", self.restore_jobs.to_string());
         self.with_deadline(render(RESTORE_JOB, &v)?)
@@ -241,18 +344,27 @@ impl KubeSettings {
     /// Numbers are set on the typed object (placeholders render strings).
     fn with_deadline(&self, mut job: Job) -> Result<Job, Error> {
         if let Some(spec) = job.spec.as_mut() {
-            spec.active_deadline_seconds = Some(i64::try_from(self.job_deadline.as_secs()).unwrap_or(i64::MAX));
+            spec.active_deadline_seconds =
+                Some(i64::try_from(self.job_deadline.as_secs()).unwrap_or(i64::MAX));
         }
         Ok(job)
     }
 
     /// The server's own deployment: Deployment, ServiceAccount, Role, RoleBinding, ConfigMap.
-    pub fn server(&self) -> Result<(Deployment, ServiceAccount, Role, RoleBinding, ConfigMap), Error> {
+    pub fn server(
+        &self,
+    ) -> Result<(Deployment, ServiceAccount, Role, RoleBinding, ConfigMap), Error> {
         let mut v = self.base();
         v.insert("server_image", self.server_image.clone());
         v.insert("client_id", self.client_id.clone());
         v.insert("storage_url", format!("az://{}", self.container));
-        Ok((render(SERVER_DEPLOYMENT, &v)?, render(SERVER_SA, &v)?, render(SERVER_ROLE, &v)?, render(SERVER_BINDING, &v)?, render(SERVER_CONFIG, &v)?))
+        Ok((
+            render(SERVER_DEPLOYMENT, &v)?,
+            render(SERVER_SA, &v)?,
+            render(SERVER_ROLE, &v)?,
+            render(SERVER_BINDING, &v)?,
+            render(SERVER_CONFIG, &v)?,
+        ))
     }
 
     /// Every manifest the platform would apply for an example fresh instance, backup and
@@ -272,24 +384,55 @@ impl KubeSettings {
         let pw = Password::new("example-only-password");
         let mut out = Vec::new();
         let mut push = |path: &str, yaml: Result<String, serde_yaml::Error>| -> Result<(), Error> {
-            out.push(Rendered { path: path.to_owned(), yaml: yaml.map_err(Error::Serialize)? });
+            out.push(Rendered {
+                path: path.to_owned(),
+                yaml: yaml.map_err(Error::Serialize)?,
+            });
             Ok(())
         };
         let fresh = self.instance(&example("orders-prod-1a2b3c4d"), Some("orders-prod"), &pw)?;
         push("fresh/pvc.yaml", serde_yaml::to_string(&fresh.pvc))?;
         push("fresh/secret.yaml", serde_yaml::to_string(&fresh.secret))?;
-        push("fresh/configmap.yaml", serde_yaml::to_string(&fresh.configmap))?;
-        push("fresh/statefulset.yaml", serde_yaml::to_string(&fresh.statefulset))?;
+        push(
+            "fresh/configmap.yaml",
+            serde_yaml::to_string(&fresh.configmap),
+        )?;
+        push(
+            "fresh/statefulset.yaml",
+            serde_yaml::to_string(&fresh.statefulset),
+        )?;
         push("fresh/service.yaml", serde_yaml::to_string(&fresh.service))?;
-        push("backup/backup-job.yaml", serde_yaml::to_string(&self.backup_job(task, &example("orders-prod-1a2b3c4d"), image)?))?;
+        push(
+            "backup/backup-job.yaml",
+            serde_yaml::to_string(&self.backup_job(
+                task,
+                &example("orders-prod-1a2b3c4d"),
+                image,
+            )?),
+        )?;
         let copy = example("orders-copy-5e6f7a8b");
         let restored = self.instance(&copy, None, &pw)?;
         push("restore/pvc.yaml", serde_yaml::to_string(&restored.pvc))?;
-        push("restore/secret.yaml", serde_yaml::to_string(&restored.secret))?;
-        push("restore/configmap.yaml", serde_yaml::to_string(&restored.configmap))?;
-        push("restore/restore-job.yaml", serde_yaml::to_string(&self.restore_job(task, &copy, image, &"ab".repeat(32))?))?;
-        push("restore/statefulset.yaml", serde_yaml::to_string(&restored.statefulset))?;
-        push("restore/service.yaml", serde_yaml::to_string(&restored.service))?;
+        push(
+            "restore/secret.yaml",
+            serde_yaml::to_string(&restored.secret),
+        )?;
+        push(
+            "restore/configmap.yaml",
+            serde_yaml::to_string(&restored.configmap),
+        )?;
+        push(
+            "restore/restore-job.yaml",
+            serde_yaml::to_string(&self.restore_job(task, &copy, image, &"ab".repeat(32))?),
+        )?;
+        push(
+            "restore/statefulset.yaml",
+            serde_yaml::to_string(&restored.statefulset),
+        )?;
+        push(
+            "restore/service.yaml",
+            serde_yaml::to_string(&restored.service),
+        )?;
         let (d, sa, r, rb, cm) = self.server()?;
         push("server/deployment.yaml", serde_yaml::to_string(&d))?;
         push("server/serviceaccount.yaml", serde_yaml::to_string(&sa))?;
@@ -304,11 +447,17 @@ impl KubeSettings {
         let files = self.examples()?;
         for f in &files {
             let p = dir.join(&f.path);
-            let werr = |source| Error::Write { path: p.display().to_string(), source };
+            let werr = |source| Error::Write {
+                path: p.display().to_string(),
+                source,
+            };
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(werr)?;
             }
-            std::fs::write(&p, &f.yaml).map_err(|source| Error::Write { path: p.display().to_string(), source })?;
+            std::fs::write(&p, &f.yaml).map_err(|source| Error::Write {
+                path: p.display().to_string(),
+                source,
+            })?;
         }
         Ok(files)
     }
@@ -320,32 +469,109 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn inst(name: &str) -> InstanceSpec {
-        InstanceSpec { id: Uuid::nil(), k8s_name: name.into(), dns_label: name.into(), port: 5432, postgres_version: "15".into(), image_type: entity::ImageType::PgDurable, storage_size_gb: 20 }
+        InstanceSpec {
+            id: Uuid::nil(),
+            k8s_name: name.into(),
+            dns_label: name.into(),
+            port: 5432,
+            postgres_version: "15".into(),
+            image_type: entity::ImageType::PgDurable,
+            storage_size_gb: 20,
+        }
     }
 
     fn env_values(pod: &PodSpec) -> Vec<String> {
-        pod.containers.iter().flat_map(|c| c.env.iter().flatten()).filter_map(|e| e.value.clone()).collect()
+        pod.containers
+            .iter()
+            .flat_map(|c| c.env.iter().flatten())
+            .filter_map(|e| e.value.clone())
+            .collect()
     }
 
     #[test]
     fn instance_objects_use_secret_refs_and_settings() {
-        let s = KubeSettings { storage_class: Some("managed-premium".into()), ..KubeSettings::default() };
+        let s = KubeSettings {
+            storage_class: Some("managed-premium".into()),
+            ..KubeSettings::default()
+        };
         let pw = Password::new("Sup3r-secret-pw");
-        let o = s.instance(&inst("db-1a2b3c4d"), Some("db-public"), &pw).unwrap();
-        assert_eq!(o.pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("managed-premium"));
-        assert_eq!(o.pvc.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "20Gi");
+        let o = s
+            .instance(&inst("db-1a2b3c4d"), Some("db-public"), &pw)
+            .unwrap();
+        assert_eq!(
+            o.pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("managed-premium")
+        );
+        assert_eq!(
+            o.pvc
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "20Gi"
+        );
         let data = o.secret.data.as_ref().unwrap();
         assert_eq!(data["password"].0, b"Sup3r-secret-pw");
-        let pod = o.statefulset.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = o
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         assert!(!env_values(pod).iter().any(|v| v.contains("Sup3r")));
-        let pw_env = pod.containers[0].env.as_ref().unwrap().iter().find(|e| e.name == "POSTGRES_PASSWORD").unwrap();
-        assert_eq!(pw_env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "db-1a2b3c4d-credentials");
-        assert_eq!(o.statefulset.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap()["snapgres.io/image-type"], "pg_durable");
+        let pw_env = pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "POSTGRES_PASSWORD")
+            .unwrap();
+        assert_eq!(
+            pw_env
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "db-1a2b3c4d-credentials"
+        );
+        assert_eq!(
+            o.statefulset
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .as_ref()
+                .unwrap()["snapgres.io/image-type"],
+            "pg_durable"
+        );
         let svc = o.service.spec.as_ref().unwrap();
         assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
-        assert_eq!(o.service.metadata.annotations.as_ref().unwrap()["service.beta.kubernetes.io/azure-dns-label-name"], "db-public");
+        assert_eq!(
+            o.service.metadata.annotations.as_ref().unwrap()
+                ["service.beta.kubernetes.io/azure-dns-label-name"],
+            "db-public"
+        );
         let plain = s.instance(&inst("db-1a2b3c4d"), None, &pw).unwrap();
-        assert_eq!(plain.service.spec.as_ref().unwrap().type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(
+            plain.service.spec.as_ref().unwrap().type_.as_deref(),
+            Some("ClusterIP")
+        );
         assert!(plain.service.metadata.annotations.is_none());
     }
 
@@ -355,10 +581,16 @@ mod tests {
         let task = Uuid::new_v4();
         let image = Uuid::new_v4();
         let b = s.backup_job(task, &inst("src-1a2b3c4d"), image).unwrap();
-        let r = s.restore_job(task, &inst("dst-1a2b3c4d"), image, &"cd".repeat(32)).unwrap();
+        let r = s
+            .restore_job(task, &inst("dst-1a2b3c4d"), image, &"cd".repeat(32))
+            .unwrap();
         for job in [&b, &r] {
             let tpl = &job.spec.as_ref().unwrap().template;
-            assert_eq!(tpl.metadata.as_ref().unwrap().labels.as_ref().unwrap()["azure.workload.identity/use"], "true");
+            assert_eq!(
+                tpl.metadata.as_ref().unwrap().labels.as_ref().unwrap()
+                    ["azure.workload.identity/use"],
+                "true"
+            );
             let pod = tpl.spec.as_ref().unwrap();
             assert_eq!(pod.service_account_name.as_deref(), Some("snapgres"));
             assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
@@ -367,24 +599,56 @@ mod tests {
             assert!(!script.contains("--identity"));
             // Values reach the script only through the environment.
             assert!(!script.contains(&image.to_string()));
-            assert!(env_values(pod).iter().any(|v| v.contains(&image.to_string())));
-            let pw = pod.containers[0].env.as_ref().unwrap().iter().find(|e| e.name == "PGPASSWORD").unwrap();
+            assert!(env_values(pod)
+                .iter()
+                .any(|v| v.contains(&image.to_string())));
+            let pw = pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == "PGPASSWORD")
+                .unwrap();
             assert!(pw.value.is_none() && pw.value_from.as_ref().unwrap().secret_key_ref.is_some());
             assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
-            assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(6 * 3600));
+            assert_eq!(
+                job.spec.as_ref().unwrap().active_deadline_seconds,
+                Some(6 * 3600)
+            );
         }
-        assert_eq!(b.metadata.name.as_deref(), Some(job_name("src-1a2b3c4d", "run_backup", task).as_str()));
-        assert_eq!(job_name("src-1a2b3c4d", "run_backup", task), job_name("src-1a2b3c4d", "run_backup", task));
+        assert_eq!(
+            b.metadata.name.as_deref(),
+            Some(job_name("src-1a2b3c4d", "run_backup", task).as_str())
+        );
+        assert_eq!(
+            job_name("src-1a2b3c4d", "run_backup", task),
+            job_name("src-1a2b3c4d", "run_backup", task)
+        );
         let long = job_name(&"x".repeat(80), "run_restore_job", task);
         assert!(long.len() <= 63, "{long}");
     }
 
     #[test]
     fn values_cannot_break_the_document() {
-        let s = KubeSettings { storage_account: "acct\"\n  evil: true".into(), ..KubeSettings::default() };
-        let j = s.backup_job(Uuid::new_v4(), &inst("a-1a2b3c4d"), Uuid::new_v4()).unwrap();
-        let env = j.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
-        assert_eq!(env.iter().find(|e| e.name == "STORAGE_ACCOUNT").unwrap().value.as_deref(), Some("acct\"\n  evil: true"));
+        let s = KubeSettings {
+            storage_account: "acct\"\n  evil: true".into(),
+            ..KubeSettings::default()
+        };
+        let j = s
+            .backup_job(Uuid::new_v4(), &inst("a-1a2b3c4d"), Uuid::new_v4())
+            .unwrap();
+        let env = j.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert_eq!(
+            env.iter()
+                .find(|e| e.name == "STORAGE_ACCOUNT")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("acct\"\n  evil: true")
+        );
     }
 
     #[test]
@@ -392,8 +656,16 @@ mod tests {
         let files = KubeSettings::default().examples().unwrap();
         assert_eq!(files.len(), 17);
         for f in &files {
-            assert!(!f.yaml.contains("example-only-password"), "{} holds a plaintext password", f.path);
-            assert!(!f.yaml.contains("{{"), "{} has an unrendered placeholder", f.path);
+            assert!(
+                !f.yaml.contains("example-only-password"),
+                "{} holds a plaintext password",
+                f.path
+            );
+            assert!(
+                !f.yaml.contains("{{"),
+                "{} has an unrendered placeholder",
+                f.path
+            );
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entity::task::{self, TaskState};
-use entity::task_step::{self, StepState};
 use entity::task_log;
+use entity::task_step::{self, StepState};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
@@ -14,14 +14,21 @@ use super::*;
 use crate::tasks::{Outcome, RetryPolicy, StepCtx, StepDef, StepError, Workflow};
 
 async fn test_db(dir: &tempfile::TempDir) -> DatabaseConnection {
-    let url = crate::config::SecretString::new(format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()));
+    let url = crate::config::SecretString::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("t.db").display()
+    ));
     let db = crate::db::connect(&url).await.unwrap();
     crate::db::migrate(&db).await.unwrap();
     db
 }
 
 fn cfg(lease_ms: u64) -> EngineConfig {
-    EngineConfig { lease: Duration::from_millis(lease_ms), poll: Duration::from_millis(50), ..EngineConfig::default() }
+    EngineConfig {
+        lease: Duration::from_millis(lease_ms),
+        poll: Duration::from_millis(50),
+        ..EngineConfig::default()
+    }
 }
 
 /// A scriptable workflow: `fail_first[i]` retryable failures of step i, optional fatal step,
@@ -44,7 +51,12 @@ impl Workflow for Scripted {
         "scripted"
     }
     fn steps(&self, _: &serde_json::Value) -> Vec<StepDef> {
-        let p = RetryPolicy { max_attempts: self.max_attempts.max(1), initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), timeout: Duration::from_secs(20) };
+        let p = RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(20),
+        };
         NAMES.iter().map(|n| StepDef::new(n, p)).collect()
     }
     async fn run_step(&self, step: &str, ctx: &StepCtx) -> Result<(), StepError> {
@@ -71,7 +83,9 @@ impl Workflow for Scripted {
 
 async fn enqueue(e: &Engine, db: &DatabaseConnection) -> Uuid {
     let id = Uuid::new_v4();
-    e.enqueue(db, id, "scripted", None, serde_json::json!({}), None).await.unwrap();
+    e.enqueue(db, id, "scripted", None, serde_json::json!({}), None)
+        .await
+        .unwrap();
     e.wake(id);
     id
 }
@@ -83,13 +97,22 @@ async fn wait_terminal(db: &DatabaseConnection, id: Uuid, limit: Duration) -> ta
         if t.state.is_terminal() {
             return t;
         }
-        assert!(start.elapsed() < limit, "task {id} still {:?} after {limit:?}", t.state);
+        assert!(
+            start.elapsed() < limit,
+            "task {id} still {:?} after {limit:?}",
+            t.state
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn steps(db: &DatabaseConnection, id: Uuid) -> Vec<task_step::Model> {
-    task_step::Entity::find().filter(task_step::Column::TaskId.eq(id)).order_by_asc(task_step::Column::Position).all(db).await.unwrap()
+    task_step::Entity::find()
+        .filter(task_step::Column::TaskId.eq(id))
+        .order_by_asc(task_step::Column::Position)
+        .all(db)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -97,7 +120,11 @@ async fn retry_with_backoff_then_success() {
     let dir = tempfile::tempdir().unwrap();
     let db = test_db(&dir).await;
     let e = Engine::new(db.clone(), EventBus::new(), cfg(2000));
-    let wf = Arc::new(Scripted { fail_first: [0, 2, 0], max_attempts: 4, ..Default::default() });
+    let wf = Arc::new(Scripted {
+        fail_first: [0, 2, 0],
+        max_attempts: 4,
+        ..Default::default()
+    });
     e.register(wf.clone());
     e.start(1);
     let started = Instant::now();
@@ -105,12 +132,28 @@ async fn retry_with_backoff_then_success() {
     let t = wait_terminal(&db, id, Duration::from_secs(10)).await;
     assert_eq!(t.state, TaskState::Succeeded, "{:?}", t.error);
     // Two backoffs of ~100 ms and ~200 ms (±25 %) were waited.
-    assert!(started.elapsed() >= Duration::from_millis(220), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(220),
+        "{:?}",
+        started.elapsed()
+    );
     let s = steps(&db, id).await;
-    assert_eq!(s.iter().map(|s| s.attempt).collect::<Vec<_>>(), vec![1, 3, 1]);
+    assert_eq!(
+        s.iter().map(|s| s.attempt).collect::<Vec<_>>(),
+        vec![1, 3, 1]
+    );
     assert!(s.iter().all(|s| s.state == StepState::Succeeded));
-    let logs = task_log::Entity::find().filter(task_log::Column::TaskId.eq(id)).all(&db).await.unwrap();
-    assert_eq!(logs.iter().filter(|l| l.message.contains("retrying")).count(), 2);
+    let logs = task_log::Entity::find()
+        .filter(task_log::Column::TaskId.eq(id))
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.message.contains("retrying"))
+            .count(),
+        2
+    );
     assert_eq!(wf.cleanups.load(Ordering::SeqCst), 0);
 }
 
@@ -119,7 +162,11 @@ async fn retries_exhausted_fails_task_with_step_error_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = test_db(&dir).await;
     let e = Engine::new(db.clone(), EventBus::new(), cfg(2000));
-    let wf = Arc::new(Scripted { fail_first: [0, 99, 0], max_attempts: 3, ..Default::default() });
+    let wf = Arc::new(Scripted {
+        fail_first: [0, 99, 0],
+        max_attempts: 3,
+        ..Default::default()
+    });
     e.register(wf.clone());
     e.start(1);
     let id = enqueue(&e, &db).await;
@@ -127,7 +174,10 @@ async fn retries_exhausted_fails_task_with_step_error_and_cleans_up() {
     assert_eq!(t.state, TaskState::Failed);
     assert_eq!(t.error.as_deref(), Some("two: flaky 3"));
     let s = steps(&db, id).await;
-    assert_eq!((s[1].state, s[1].attempt, s[1].error.as_deref()), (StepState::Failed, 3, Some("flaky 3")));
+    assert_eq!(
+        (s[1].state, s[1].attempt, s[1].error.as_deref()),
+        (StepState::Failed, 3, Some("flaky 3"))
+    );
     assert_eq!(s[2].state, StepState::Skipped);
     assert_eq!(wf.runs[2].load(Ordering::SeqCst), 0);
     assert_eq!(wf.cleanups.load(Ordering::SeqCst), 1);
@@ -138,7 +188,11 @@ async fn fatal_error_is_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     let db = test_db(&dir).await;
     let e = Engine::new(db.clone(), EventBus::new(), cfg(2000));
-    let wf = Arc::new(Scripted { fatal_at: Some(0), max_attempts: 5, ..Default::default() });
+    let wf = Arc::new(Scripted {
+        fatal_at: Some(0),
+        max_attempts: 5,
+        ..Default::default()
+    });
     e.register(wf.clone());
     e.start(1);
     let id = enqueue(&e, &db).await;
@@ -164,24 +218,56 @@ async fn stale_worker_write_is_rejected() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let claimed_b = b.claim_one().await.unwrap().unwrap();
     assert_eq!((claimed_b.id, claimed_b.attempt), (id, 2));
-    let fence_a = Fence { db: db.clone(), bus: EventBus::new(), task_id: id, attempt: 1, owner: a.owner().to_owned(), lease: Duration::from_secs(5) };
+    let fence_a = Fence {
+        db: db.clone(),
+        bus: EventBus::new(),
+        task_id: id,
+        attempt: 1,
+        owner: a.owner().to_owned(),
+        lease: Duration::from_secs(5),
+    };
     let step0 = steps(&db, id).await[0].id;
-    assert!(matches!(fence_a.step_start(step0).await, Err(StepError::LeaseLost)));
-    assert!(matches!(fence_a.finish_task(TaskState::Succeeded, None).await, Err(StepError::LeaseLost)));
-    assert!(matches!(fence_a.log("info", "stale").await, Err(StepError::LeaseLost)));
-    let t = task::Entity::find_by_id(id).one(&db).await.unwrap().unwrap();
+    assert!(matches!(
+        fence_a.step_start(step0).await,
+        Err(StepError::LeaseLost)
+    ));
+    assert!(matches!(
+        fence_a.finish_task(TaskState::Succeeded, None).await,
+        Err(StepError::LeaseLost)
+    ));
+    assert!(matches!(
+        fence_a.log("info", "stale").await,
+        Err(StepError::LeaseLost)
+    ));
+    let t = task::Entity::find_by_id(id)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((t.state, t.attempt), (TaskState::Running, 2));
     assert_eq!(steps(&db, id).await[0].state, StepState::Pending);
-    assert!(task_log::Entity::find().filter(task_log::Column::TaskId.eq(id)).all(&db).await.unwrap().is_empty());
+    assert!(task_log::Entity::find()
+        .filter(task_log::Column::TaskId.eq(id))
+        .all(&db)
+        .await
+        .unwrap()
+        .is_empty());
     // B's fence works.
-    let fence_b = Fence { attempt: 2, owner: b.owner().to_owned(), ..fence_a };
+    let fence_b = Fence {
+        attempt: 2,
+        owner: b.owner().to_owned(),
+        ..fence_a
+    };
     fence_b.step_start(step0).await.unwrap();
 }
 
 #[test]
 fn expired_lease_resumes_at_first_unfinished_step() {
     let dir = tempfile::tempdir().unwrap();
-    let wf = Arc::new(Scripted { block_at: Some(1), ..Default::default() });
+    let wf = Arc::new(Scripted {
+        block_at: Some(1),
+        ..Default::default()
+    });
     // Worker A runs in its own runtime, which is dropped mid-step: a crash, heartbeats and all.
     let id = {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -204,7 +290,9 @@ fn expired_lease_resumes_at_first_unfinished_step() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let db = test_db(&dir).await;
-        let resumed = Arc::new(Scripted { ..Default::default() });
+        let resumed = Arc::new(Scripted {
+            ..Default::default()
+        });
         let b = Engine::new(db.clone(), EventBus::new(), cfg(600));
         b.register(resumed.clone());
         b.start(1);
@@ -215,7 +303,10 @@ fn expired_lease_resumes_at_first_unfinished_step() {
         assert_eq!(resumed.runs[0].load(Ordering::SeqCst), 0);
         assert_eq!(resumed.runs[1].load(Ordering::SeqCst), 1);
         let s = steps(&db, id).await;
-        assert_eq!(s.iter().map(|s| s.attempt).collect::<Vec<_>>(), vec![1, 2, 1]);
+        assert_eq!(
+            s.iter().map(|s| s.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 1]
+        );
     });
 }
 
@@ -224,15 +315,26 @@ async fn cancellation_stops_the_step_and_runs_cleanup() {
     let dir = tempfile::tempdir().unwrap();
     let db = test_db(&dir).await;
     let e = Engine::new(db.clone(), EventBus::new(), cfg(2000));
-    let wf = Arc::new(Scripted { block_at: Some(1), ..Default::default() });
+    let wf = Arc::new(Scripted {
+        block_at: Some(1),
+        ..Default::default()
+    });
     e.register(wf.clone());
     let mut rx = e.bus().subscribe();
     e.start(2);
     let id = enqueue(&e, &db).await;
     let start = Instant::now();
     while steps(&db, id).await[1].state != StepState::Running {
-        let t = task::Entity::find_by_id(id).one(&db).await.unwrap().unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5), "{t:?} {:?}", steps(&db, id).await);
+        let t = task::Entity::find_by_id(id)
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{t:?} {:?}",
+            steps(&db, id).await
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     e.cancel(id).await.unwrap();
@@ -240,9 +342,15 @@ async fn cancellation_stops_the_step_and_runs_cleanup() {
     assert_eq!(t.state, TaskState::Cancelled);
     assert_eq!(wf.cleanups.load(Ordering::SeqCst), 1);
     let s = steps(&db, id).await;
-    assert_eq!((s[0].state, s[1].state, s[2].state), (StepState::Succeeded, StepState::Failed, StepState::Skipped));
+    assert_eq!(
+        (s[0].state, s[1].state, s[2].state),
+        (StepState::Succeeded, StepState::Failed, StepState::Skipped)
+    );
     // Cancelling a finished task is refused.
-    assert!(matches!(e.cancel(id).await, Err(EngineError::NotCancellable { .. })));
+    assert!(matches!(
+        e.cancel(id).await,
+        Err(EngineError::NotCancellable { .. })
+    ));
     // Progress and the terminal state went out on the bus.
     let mut saw_progress = false;
     let mut saw_terminal = false;
@@ -257,7 +365,14 @@ async fn cancellation_stops_the_step_and_runs_cleanup() {
 async fn queued_task_starts_within_100ms() {
     let dir = tempfile::tempdir().unwrap();
     let db = test_db(&dir).await;
-    let e = Engine::new(db.clone(), EventBus::new(), EngineConfig { poll: Duration::from_secs(30), ..cfg(2000) });
+    let e = Engine::new(
+        db.clone(),
+        EventBus::new(),
+        EngineConfig {
+            poll: Duration::from_secs(30),
+            ..cfg(2000)
+        },
+    );
     e.register(Arc::new(Scripted::default()));
     e.start(2);
     tokio::time::sleep(Duration::from_millis(100)).await; // workers idle, waiting
@@ -266,7 +381,11 @@ async fn queued_task_starts_within_100ms() {
         let enqueued = Instant::now();
         let id = enqueue(&e, &db).await;
         loop {
-            let t = task::Entity::find_by_id(id).one(&db).await.unwrap().unwrap();
+            let t = task::Entity::find_by_id(id)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap();
             if t.state != TaskState::Queued {
                 break;
             }
@@ -275,5 +394,8 @@ async fn queued_task_starts_within_100ms() {
         worst = worst.max(enqueued.elapsed());
         wait_terminal(&db, id, Duration::from_secs(5)).await;
     }
-    assert!(worst < Duration::from_millis(100), "slowest start {worst:?}");
+    assert!(
+        worst < Duration::from_millis(100),
+        "slowest start {worst:?}"
+    );
 }
